@@ -1,0 +1,120 @@
+/*
+ * conn.h: one TCP connection: its state, read buffer, write queue, mute
+ * reasons, close sequence and counters. Accepted and outgoing connections
+ * are the same struct; an outgoing one starts in CONN_CONNECTING with a
+ * connector (connect.c) and becomes CONN_OPEN when an attempt wins.
+ */
+#ifndef CONND_CONN_H
+#define CONND_CONN_H
+
+#include <connd/plugin.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "list.h"
+
+struct loop;
+struct listener;
+struct plugin;
+struct connector;
+struct wreq;
+
+enum conn_state {
+    CONN_CONNECTING, /* outgoing, no socket yet; writes are queued */
+    CONN_OPEN,       /* established */
+    CONN_CLOSING,    /* graceful close: draining, FIN, waiting for the peer */
+    CONN_CLOSED,     /* uv_close called; closed() fires in the close callback */
+};
+
+struct conn {
+    uv_tcp_t tcp; /* tcp.data == this */
+    struct loop *lp;
+    struct list link;         /* loop->conns */
+    struct list resume_link;  /* loop->resume: deliver and read on the next turn */
+    struct list closing_link; /* loop->closing: graceful closes under the sweep */
+    uint64_t id;
+    struct plugin *plugin;
+    struct listener *listener; /* NULL for outgoing */
+    struct connector *cx;      /* while CONN_CONNECTING */
+    void *user;
+    enum conn_state state;
+    struct conn_limits lim;
+
+    /* Read buffer: bytes [roff, rlen) are read and not yet delivered. */
+    uint8_t *rbuf;
+    size_t rcap, rlen, roff;
+    size_t next_size; /* grows from init_size to max_size on full reads */
+    size_t expect;    /* 0: deliver what is read */
+    uint64_t turn;    /* loop turn the counters below belong to */
+    size_t turn_bytes;
+    unsigned times;
+
+    /* Write side. */
+    size_t pending;          /* bytes accepted and not yet in the kernel */
+    struct wreq *pre_head;   /* writes made before the connection was up */
+    struct wreq **pre_tail;
+
+    uint32_t mute_mask;
+    uint64_t deadline; /* graceful close: abort when no progress by then */
+
+    uint64_t bytes_in, bytes_out;
+    uint64_t created_ms;
+
+    bool reading : 1;        /* uv_read_start is in force */
+    bool paused : 1;         /* received() returned false: resume next turn */
+    bool in_deliver : 1;
+    bool in_sent : 1;
+    bool throttled : 1;
+    bool rdhup_watched : 1;
+    bool close_requested : 1; /* close() while connecting */
+    bool shutdown_done : 1;   /* our FIN is sent */
+    bool peer_eof : 1;
+    bool wait_outq : 1;       /* muted close: waiting for the peer's ACKs */
+    bool announced : 1;       /* the plugin has seen it: closed() is owed */
+};
+
+/* struct conn is what plugins see as struct connd_conn. */
+static inline struct conn *conn_of(struct connd_conn *c)
+{
+    return (struct conn *)c;
+}
+static inline struct connd_conn *conn_pub(struct conn *c)
+{
+    return (struct connd_conn *)c;
+}
+
+/* Take the accepted socket fd (closed on failure) for listener l. Fires
+ * accepted() and starts reading. Returns 0 or a negative errno. */
+int conn_accept(struct loop *lp, struct listener *l, struct plugin *p, int fd);
+
+/* A new outgoing connection in CONN_CONNECTING, owned by p, not yet
+ * connecting (connect.c drives it). Returns 0 or a negative errno. */
+int conn_new_outgoing(struct loop *lp, struct plugin *p, const struct conn_limits *lim,
+                      void *user, struct conn **out);
+/* connect.c: the winning socket fd is taken; the connection goes live. */
+void conn_connected(struct conn *c, int fd);
+/* connect.c: every attempt failed; fires connect_failed() then closed(). */
+void conn_connect_failed(struct conn *c, const char *reason);
+
+/* Host functions (see connd/plugin.h for their contracts). */
+int conn_write(struct conn *c, const void *data, size_t len);
+int conn_writev(struct conn *c, const struct iovec *iov, int n);
+int conn_mute(struct conn *c, uint32_t bit);
+int conn_unmute(struct conn *c, uint32_t bit);
+int conn_expect(struct conn *c, size_t qty);
+int conn_close(struct conn *c, const char *reason);
+int conn_abort(struct conn *c, const char *reason);
+int conn_set_notify(struct conn *c, struct plugin *p);
+int conn_fd(const struct conn *c);
+
+/* Loop hooks. */
+void conn_resume(struct conn *c);                      /* from the resume idle */
+void conn_closing_check(struct conn *c, uint64_t now); /* from the sweep */
+void conn_peer_hup(struct conn *c, uint32_t events);   /* from the rdhup watcher */
+/* Shutdown deadline: close now, with a FIN if every byte is out, else RST.
+ * Returns the bytes that were still pending (lost). */
+size_t conn_force_close(struct conn *c);
+
+#endif

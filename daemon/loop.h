@@ -1,0 +1,93 @@
+/*
+ * loop.h: the loop context. Everything the daemon owns at run time (plugins,
+ * listeners, connections, timers, signal handles) is reachable from one
+ * struct loop, so several loops could run side by side later; nothing
+ * mutable lives in a global.
+ */
+#ifndef CONND_LOOP_H
+#define CONND_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "list.h"
+
+struct conn;
+struct listener;
+struct plugin;
+
+#define LOOP_MAX_MUTE_REASONS 32
+#define LOOP_MUTE_REASON_LEN 16
+
+/* Bits of the predefined mute reasons. */
+#define MUTE_CTL (1u << 0)
+#define MUTE_PLUGIN (1u << 1)
+#define MUTE_BACKPRESSURE (1u << 2)
+
+struct loop {
+    uv_loop_t uv;
+    struct config *cfg; /* owned */
+
+    struct plugin *plugins;     /* load order */
+    struct listener *listeners; /* config order */
+    struct list conns;          /* every connection until its close callback */
+    size_t n_conns;
+    uint64_t next_conn_id;
+
+    /* A read turn: bumped once per loop iteration, after the poll phase. */
+    uint64_t turn;
+    uv_check_t turn_check;
+
+    /* Connections to resume on the next iteration (yield, unmute, expect). */
+    struct list resume;
+    uv_idle_t resume_idle;
+
+    /* Connections in a graceful close, checked by one sweep timer. */
+    struct list closing;
+    uv_timer_t closing_sweep;
+
+    /* Muted connections watched for the peer's close: a private epoll set
+     * with EPOLLRDHUP only, itself watched by the loop. */
+    int rdhup_fd;
+    uv_poll_t rdhup_poll;
+
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t shutdown_timer;
+    bool stopping;
+    bool finished;
+
+    /* Interned mute reason names; bit i of conn.mute_mask is reason i. */
+    char mute_reasons[LOOP_MAX_MUTE_REASONS][LOOP_MUTE_REASON_LEN];
+
+    uint64_t start_ms; /* wall clock at start, for uptime */
+};
+
+/*
+ * Set up the loop for cfg (taken: freed by loop_close), load every plugin,
+ * start every listener and outgoing connection. Returns 0 or a negative
+ * errno after logging the reason; on failure call loop_close().
+ */
+int loop_init(struct loop *lp, struct config *cfg);
+/* Run until shutdown finished. Returns 0. */
+int loop_run(struct loop *lp);
+/* Stop accepting, close every connection gracefully, abort what is left
+ * after timeout_ms, then unload plugins and let loop_run() return. */
+void loop_shutdown(struct loop *lp, uint64_t timeout_ms);
+/* Free everything; safe after a failed loop_init. */
+void loop_close(struct loop *lp);
+
+/* Bit for a mute reason name (NULL: "plugin"), interning it; 0 when the
+ * name is invalid or the table is full. */
+uint32_t loop_mute_bit(struct loop *lp, const char *reason);
+/* Called by conn.c when a connection is freed: finishes a shutdown. */
+void loop_conn_gone(struct loop *lp);
+/* Queue c to deliver buffered bytes and read again on the next turn. */
+void loop_queue_resume(struct loop *lp, struct conn *c);
+/* Put c under the graceful-close sweep. */
+void loop_watch_closing(struct loop *lp, struct conn *c);
+/* Milliseconds of the wall clock. */
+uint64_t loop_wall_ms(void);
+
+#endif

@@ -1,0 +1,433 @@
+/*
+ * plugin.c: loading plugin instances (dlopen, ABI gate, init) and the host
+ * function table they call. Host functions translate the public opaque
+ * types to the daemon's structs and forward to conn.c and connect.c; they
+ * hold no state of their own, except plugin timers, which live here.
+ */
+#include "plugin.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "conn.h"
+#include "connect.h"
+#include "listener.h"
+#include "log.h"
+#include "loop.h"
+
+struct ptimer {
+    uv_timer_t t;
+    struct plugin *p;
+    struct ptimer *prev, *next;
+    void (*cb)(void *arg);
+    void *arg;
+    bool firing, stopped;
+};
+
+static struct plugin *plugin_of(struct connd_plugin *p)
+{
+    return (struct plugin *)p;
+}
+
+/* ---- loading ---------------------------------------------------------- */
+
+int plugin_load(struct loop *lp, const struct config_plugin *cp, const char *plugin_dir,
+                struct plugin **out, char *err, size_t errlen)
+{
+    connd_plugin_entry_fn entry;
+    const struct connd_notify *nt;
+    struct plugin *p;
+    struct stat st;
+    int rc;
+
+    if (!(p = calloc(1, sizeof(*p))))
+        return -ENOMEM;
+    p->lp = lp;
+    p->name = strdup(cp->name);
+    if (cp->file[0] == '/')
+        p->path = strdup(cp->file);
+    else if (asprintf(&p->path, "%s/%s", plugin_dir, cp->file) < 0)
+        p->path = NULL;
+    if (!p->name || !p->path) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "plugin %s: out of memory", cp->name);
+        goto fail;
+    }
+    if (stat(p->path, &st) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "plugin %s: %s: %s", p->name, p->path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
+        snprintf(err, errlen, "plugin %s: %s: not a regular file", p->name, p->path);
+        goto fail;
+    }
+    if (!(p->dl = dlopen(p->path, RTLD_NOW | RTLD_LOCAL))) {
+        rc = -ENOEXEC;
+        snprintf(err, errlen, "plugin %s: not a loadable shared object: %s", p->name,
+                 dlerror());
+        goto fail;
+    }
+    *(void **)&entry = dlsym(p->dl, "connd_plugin_entry");
+    if (!entry) {
+        rc = -ENOEXEC;
+        snprintf(err, errlen, "plugin %s: %s: no connd_plugin_entry symbol", p->name,
+                 p->path);
+        goto fail;
+    }
+    if (!(nt = entry())) {
+        rc = -ENOEXEC;
+        snprintf(err, errlen, "plugin %s: %s: connd_plugin_entry returned NULL", p->name,
+                 p->path);
+        goto fail;
+    }
+    if (nt->abi != CONND_PLUGIN_ABI) {
+        rc = -EPROTO;
+        snprintf(err, errlen, "plugin %s: %s: abi %" PRIu32 ", connd speaks %d", p->name,
+                 p->path, nt->abi, CONND_PLUGIN_ABI);
+        goto fail;
+    }
+    if (nt->size < PLUGIN_NOTIFY_MIN_SIZE) {
+        rc = -EPROTO;
+        snprintf(err, errlen, "plugin %s: %s: notify table of %" PRIu32 " bytes, at least %zu expected",
+                 p->name, p->path, nt->size, (size_t)PLUGIN_NOTIFY_MIN_SIZE);
+        goto fail;
+    }
+    /* Hooks newer than the plugin stay NULL. */
+    memcpy(&p->notify, nt, nt->size < sizeof(p->notify) ? nt->size : sizeof(p->notify));
+    if (p->notify.init &&
+        (rc = p->notify.init(&plugin_host, (struct connd_plugin *)p, cp->config_json,
+                             &p->state)) != 0) {
+        if (rc > 0)
+            rc = -rc;
+        snprintf(err, errlen, "plugin %s: init failed: %s", p->name, strerror(-rc));
+        p->notify.fini = NULL; /* never after a failed init */
+        goto fail;
+    }
+    log_info("plugin %s: loaded %s", p->name, p->path);
+    *out = p;
+    return 0;
+fail:
+    if (p->dl)
+        dlclose(p->dl);
+    free(p->name);
+    free(p->path);
+    free(p);
+    return rc;
+}
+
+static void ptimer_free(struct ptimer *pt);
+
+void plugin_unload(struct plugin *p)
+{
+    while (p->timers)
+        ptimer_free(p->timers);
+    if (p->notify.fini)
+        p->notify.fini(p->state);
+    log_debug("plugin %s: unloaded", p->name);
+    dlclose(p->dl);
+    free(p->name);
+    free(p->path);
+    free(p);
+}
+
+struct plugin *plugin_find(struct loop *lp, const char *name)
+{
+    for (struct plugin *p = lp->plugins; p; p = p->next)
+        if (strcmp(p->name, name) == 0)
+            return p;
+    return NULL;
+}
+
+/* ---- timers ----------------------------------------------------------- */
+
+static void ptimer_close_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void ptimer_free(struct ptimer *pt)
+{
+    if (pt->prev)
+        pt->prev->next = pt->next;
+    else
+        pt->p->timers = pt->next;
+    if (pt->next)
+        pt->next->prev = pt->prev;
+    pt->prev = pt->next = NULL;
+    uv_close((uv_handle_t *)&pt->t, ptimer_close_cb);
+}
+
+static void ptimer_cb(uv_timer_t *t)
+{
+    struct ptimer *pt = t->data;
+
+    pt->firing = true;
+    pt->cb(pt->arg);
+    pt->firing = false;
+    if (pt->stopped || uv_timer_get_repeat(t) == 0)
+        ptimer_free(pt);
+}
+
+static struct connd_timer *h_timer_start(struct connd_plugin *cp, uint64_t ms,
+                                         uint64_t repeat_ms, void (*cb)(void *), void *arg)
+{
+    struct plugin *p = plugin_of(cp);
+    struct ptimer *pt;
+
+    if (!cb || !(pt = calloc(1, sizeof(*pt))))
+        return NULL;
+    uv_timer_init(&p->lp->uv, &pt->t);
+    pt->t.data = pt;
+    pt->p = p;
+    pt->cb = cb;
+    pt->arg = arg;
+    pt->next = p->timers;
+    if (p->timers)
+        p->timers->prev = pt;
+    p->timers = pt;
+    uv_timer_start(&pt->t, ptimer_cb, ms, repeat_ms);
+    return (struct connd_timer *)pt;
+}
+
+static void h_timer_stop(struct connd_timer *t)
+{
+    struct ptimer *pt = (struct ptimer *)t;
+
+    if (!pt || pt->stopped)
+        return;
+    pt->stopped = true;
+    uv_timer_stop(&pt->t);
+    if (!pt->firing)
+        ptimer_free(pt); /* else freed when its callback returns */
+}
+
+/* ---- host functions --------------------------------------------------- */
+
+static int h_write(struct connd_conn *c, const void *data, size_t len)
+{
+    return conn_write(conn_of(c), data, len);
+}
+
+static int h_writev(struct connd_conn *c, const struct iovec *iov, int n)
+{
+    return conn_writev(conn_of(c), iov, n);
+}
+
+static int h_mute(struct connd_conn *c, const char *reason)
+{
+    uint32_t bit = loop_mute_bit(conn_of(c)->lp, reason);
+    return bit ? conn_mute(conn_of(c), bit) : -EINVAL;
+}
+
+static int h_unmute(struct connd_conn *c, const char *reason)
+{
+    uint32_t bit = loop_mute_bit(conn_of(c)->lp, reason);
+    return bit ? conn_unmute(conn_of(c), bit) : -EINVAL;
+}
+
+static int h_expect(struct connd_conn *c, size_t qty)
+{
+    return conn_expect(conn_of(c), qty);
+}
+
+static int h_close(struct connd_conn *c, const char *reason)
+{
+    struct conn *k = conn_of(c);
+    if (k->state == CONN_OPEN || k->state == CONN_CONNECTING)
+        log_info("conn %" PRIu64 ": close by plugin %s: %s", k->id, k->plugin->name,
+                 reason ? reason : "no reason given");
+    return conn_close(k, reason ? reason : "plugin");
+}
+
+static int h_abort(struct connd_conn *c, const char *reason)
+{
+    struct conn *k = conn_of(c);
+    if (k->state != CONN_CLOSED)
+        log_info("conn %" PRIu64 ": abort by plugin %s: %s", k->id, k->plugin->name,
+                 reason ? reason : "no reason given");
+    return conn_abort(k, reason ? reason : "plugin");
+}
+
+static int h_set_notify(struct connd_conn *c, const char *name)
+{
+    struct conn *k = conn_of(c);
+    struct plugin *p = name ? plugin_find(k->lp, name) : NULL;
+    return p ? conn_set_notify(k, p) : -ENOENT;
+}
+
+/* The socket of an established connection, or -1. */
+static int h_fd(struct connd_conn *c)
+{
+    struct conn *k = conn_of(c);
+    return (k->state == CONN_OPEN || k->state == CONN_CLOSING) ? conn_fd(k) : -1;
+}
+
+static int h_set_nodelay(struct connd_conn *c, bool on)
+{
+    return h_fd(c) < 0 ? -ENOTCONN : uv_tcp_nodelay(&conn_of(c)->tcp, on);
+}
+
+static int h_set_keepalive(struct connd_conn *c, unsigned secs)
+{
+    return h_fd(c) < 0 ? -ENOTCONN : uv_tcp_keepalive(&conn_of(c)->tcp, secs > 0, secs);
+}
+
+static int h_getsockopt(struct connd_conn *c, int level, int name, void *val,
+                        socklen_t *len)
+{
+    int fd = h_fd(c);
+    if (fd < 0)
+        return -ENOTCONN;
+    return getsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
+}
+
+static int h_setsockopt(struct connd_conn *c, int level, int name, const void *val,
+                        socklen_t len)
+{
+    int fd = h_fd(c);
+    if (fd < 0)
+        return -ENOTCONN;
+    return setsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
+}
+
+static int h_local_address(struct connd_conn *c, struct sockaddr *sa, socklen_t *len)
+{
+    int fd = h_fd(c);
+    if (fd < 0)
+        return -ENOTCONN;
+    return getsockname(fd, sa, len) < 0 ? -errno : 0;
+}
+
+static int h_remote_address(struct connd_conn *c, struct sockaddr *sa, socklen_t *len)
+{
+    int fd = h_fd(c);
+    if (fd < 0)
+        return -ENOTCONN;
+    return getpeername(fd, sa, len) < 0 ? -errno : 0;
+}
+
+static uint64_t h_id(const struct connd_conn *c)
+{
+    return ((const struct conn *)c)->id;
+}
+
+static void *h_get_user(const struct connd_conn *c)
+{
+    return ((const struct conn *)c)->user;
+}
+
+static void h_set_user(struct connd_conn *c, void *user)
+{
+    conn_of(c)->user = user;
+}
+
+static size_t h_pending(const struct connd_conn *c)
+{
+    return ((const struct conn *)c)->pending;
+}
+
+static void h_log(struct connd_plugin *cp, int level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    if (!log_enabled(level))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_msg(level, "plugin %s: %s", plugin_of(cp)->name, msg);
+}
+
+static void h_conn_log(struct connd_conn *c, int level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    if (!log_enabled(level))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_msg(level, "conn %" PRIu64 ": %s", conn_of(c)->id, msg);
+}
+
+static int h_connect(struct connd_plugin *cp, const char *host, const char *port,
+                     const struct connd_connect_opts *opts, struct connd_conn **out)
+{
+    struct plugin *p = plugin_of(cp);
+    struct connect_params prm = {0};
+    struct conn *c;
+    int rc;
+
+    if (!host || !port)
+        return -EINVAL;
+    if (opts) {
+        if (opts->family != CONND_FAMILY_ANY && opts->family != CONND_FAMILY_IPV4 &&
+            opts->family != CONND_FAMILY_IPV6)
+            return -EINVAL;
+        prm.family = (enum config_family)opts->family;
+        prm.from = opts->from;
+        prm.timeout_ms = opts->timeout_ms;
+        prm.user = opts->user;
+        if (opts->plugin && !(p = plugin_find(p->lp, opts->plugin)))
+            return -ENOENT;
+    }
+    if ((rc = connect_start(p->lp, p, host, port, &prm, &c)) < 0)
+        return rc;
+    log_debug("conn %" PRIu64 ": connecting to %s:%s for plugin %s", c->id, host, port,
+              p->name);
+    if (out)
+        *out = conn_pub(c);
+    return 0;
+}
+
+static const char *h_plugin_name(const struct connd_plugin *p)
+{
+    return ((const struct plugin *)p)->name;
+}
+
+static const char *h_listener_name(const struct connd_conn *c)
+{
+    const struct listener *l = ((const struct conn *)c)->listener;
+    return l ? l->name : NULL;
+}
+
+const struct connd_host plugin_host = {
+    .abi = CONND_PLUGIN_ABI,
+    .size = sizeof(struct connd_host),
+    .write = h_write,
+    .writev = h_writev,
+    .mute = h_mute,
+    .unmute = h_unmute,
+    .expect = h_expect,
+    .close = h_close,
+    .abort = h_abort,
+    .set_notify = h_set_notify,
+    .set_nodelay = h_set_nodelay,
+    .set_keepalive = h_set_keepalive,
+    .getsockopt = h_getsockopt,
+    .setsockopt = h_setsockopt,
+    .local_address = h_local_address,
+    .remote_address = h_remote_address,
+    .id = h_id,
+    .get_user = h_get_user,
+    .set_user = h_set_user,
+    .pending = h_pending,
+    .log = h_log,
+    .conn_log = h_conn_log,
+    .connect = h_connect,
+    .timer_start = h_timer_start,
+    .timer_stop = h_timer_stop,
+    .plugin_name = h_plugin_name,
+    .listener_name = h_listener_name,
+};
+
