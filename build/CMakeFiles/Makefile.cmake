@@ -30,6 +30,8 @@ set(CMAKE_MAKEFILE_DEPENDS
   "CMakeFiles/3.25.1/CMakeSystem.cmake"
   "/work/main/daemon/CMakeLists.txt"
   "/work/main/plugins/CMakeLists.txt"
+  "/work/main/tests/CMakeLists.txt"
+  "/work/main/tests/plugins/CMakeLists.txt"
   )
 
 # The corresponding makefile is:
@@ -43,6 +45,8 @@ set(CMAKE_MAKEFILE_PRODUCTS
   "CMakeFiles/CMakeDirectoryInformation.cmake"
   "daemon/CMakeFiles/CMakeDirectoryInformation.cmake"
   "plugins/CMakeFiles/CMakeDirectoryInformation.cmake"
+  "tests/CMakeFiles/CMakeDirectoryInformation.cmake"
+  "tests/plugins/CMakeFiles/CMakeDirectoryInformation.cmake"
   )
 
 # Dependency information for all targets:
@@ -51,4 +55,12 @@ set(CMAKE_DEPEND_INFO_FILES
   "daemon/CMakeFiles/connd.dir/DependInfo.cmake"
   "plugins/CMakeFiles/echo.dir/DependInfo.cmake"
   "plugins/CMakeFiles/discard.dir/DependInfo.cmake"
+  "tests/CMakeFiles/connd_harness.dir/DependInfo.cmake"
+  "tests/CMakeFiles/test_config.dir/DependInfo.cmake"
+  "tests/plugins/CMakeFiles/testplug.dir/DependInfo.cmake"
+  "tests/plugins/CMakeFiles/bad_abi.dir/DependInfo.cmake"
+  "tests/plugins/CMakeFiles/no_entry.dir/DependInfo.cmake"
+  "tests/plugins/CMakeFiles/init_fail.dir/DependInfo.cmake"
+  "tests/plugins/CMakeFiles/small_size.dir/DependInfo.cmake"
+  "tests/plugins/CMakeFiles/connd_test_plugins.dir/DependInfo.cmake"
   )

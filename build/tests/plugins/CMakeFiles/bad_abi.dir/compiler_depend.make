@@ -1,0 +1,2 @@
+# Empty compiler generated dependencies file for bad_abi.
+# This may be replaced when dependencies are built.

@@ -1,0 +1,2 @@
+# Empty compiler generated dependencies file for init_fail.
+# This may be replaced when dependencies are built.

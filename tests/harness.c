@@ -1,0 +1,391 @@
+/*
+ * harness.c: see harness.h. The daemon is a child process; its stderr is a
+ * pipe the test reads with poll(2), so every wait is bounded.
+ */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void fill_random(void *buf, size_t len, uint64_t seed)
+{
+    uint8_t *p = buf;
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = (uint8_t)(x >> 24);
+    }
+}
+
+/* Replace every "@KEY@" of the template; returns a malloc'd string. */
+static char *expand(const char *tmpl, const char *dir)
+{
+    static const struct {
+        const char *key, *val;
+    } subst[] = {{"@PLUGINS@", CONND_PLUGIN_BUILD_DIR},
+                 {"@TPLUGINS@", CONND_TEST_PLUGIN_DIR},
+                 {"@DIR@", NULL}};
+    size_t cap = strlen(tmpl) * 2 + 4096, n = 0;
+    char *out = malloc(cap);
+
+    while (*tmpl) {
+        size_t i;
+        for (i = 0; i < sizeof(subst) / sizeof(subst[0]); i++) {
+            size_t kl = strlen(subst[i].key);
+            if (strncmp(tmpl, subst[i].key, kl) == 0) {
+                const char *v = subst[i].val ? subst[i].val : dir;
+                size_t vl = strlen(v);
+                if (n + vl + 1 >= cap)
+                    out = realloc(out, cap = (n + vl) * 2 + 1);
+                memcpy(out + n, v, vl);
+                n += vl;
+                tmpl += kl;
+                break;
+            }
+        }
+        if (i == sizeof(subst) / sizeof(subst[0])) {
+            if (n + 2 >= cap)
+                out = realloc(out, cap *= 2);
+            out[n++] = *tmpl++;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+static int daemon_spawn(struct daemon *d, const char *config_json,
+                        const char *const *extra_args)
+{
+    const char *argv[32];
+    int pipefd[2], argc = 0;
+    char *text;
+    FILE *f;
+
+    memset(d, 0, sizeof(*d));
+    d->status = -1;
+    d->err_fd = -1;
+    snprintf(d->dir, sizeof(d->dir), "/tmp/connd-test-XXXXXX");
+    if (!mkdtemp(d->dir))
+        return -1;
+    snprintf(d->cfg_path, sizeof(d->cfg_path), "%s/connd.json", d->dir);
+    text = expand(config_json, d->dir);
+    if (!(f = fopen(d->cfg_path, "w"))) {
+        free(text);
+        return -1;
+    }
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    d->log_cap = 65536;
+    d->log = calloc(1, d->log_cap);
+
+    argv[argc++] = CONND_BIN;
+    argv[argc++] = "-c";
+    argv[argc++] = d->cfg_path;
+    argv[argc++] = "--log-level";
+    argv[argc++] = "debug";
+    for (int i = 0; extra_args && extra_args[i] && argc < 30; i++)
+        argv[argc++] = extra_args[i];
+    argv[argc] = NULL;
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return -1;
+    d->pid = fork();
+    if (d->pid < 0)
+        return -1;
+    if (d->pid == 0) {
+        dup2(pipefd[1], STDERR_FILENO);
+        execv(CONND_BIN, (char *const *)argv);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    d->err_fd = pipefd[0];
+    fcntl(d->err_fd, F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+/* Read what is available within timeout_ms; false on EOF. */
+static bool daemon_read_some(struct daemon *d, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = d->err_fd, .events = POLLIN};
+    ssize_t n;
+
+    if (d->err_fd < 0)
+        return false;
+    if (poll(&pfd, 1, timeout_ms) <= 0)
+        return true;
+    if (d->log_len + 4097 > d->log_cap) {
+        d->log_cap *= 2;
+        d->log = realloc(d->log, d->log_cap);
+    }
+    n = read(d->err_fd, d->log + d->log_len, 4096);
+    if (n <= 0) {
+        if (n < 0 && errno == EAGAIN)
+            return true;
+        close(d->err_fd);
+        d->err_fd = -1;
+        return false;
+    }
+    d->log_len += (size_t)n;
+    d->log[d->log_len] = '\0';
+    return true;
+}
+
+bool daemon_wait_log(struct daemon *d, const char *needle, int timeout_ms)
+{
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+
+    for (;;) {
+        char *hit = strstr(d->log + d->log_mark, needle);
+        if (hit) {
+            d->log_mark = (size_t)(hit - d->log) + strlen(needle);
+            return true;
+        }
+        uint64_t now = now_ms();
+        if (now >= end)
+            return false;
+        if (!daemon_read_some(d, (int)(end - now > 100 ? 100 : end - now)) &&
+            !strstr(d->log + d->log_mark, needle))
+            return false;
+    }
+}
+
+void daemon_drain_log(struct daemon *d, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (now_ms() < end && daemon_read_some(d, 20))
+        ;
+}
+
+int daemon_count_log(struct daemon *d, const char *needle)
+{
+    int n = 0;
+    for (const char *p = d->log; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+int daemon_start(struct daemon *d, const char *config_json, const char *const *extra_args)
+{
+    if (daemon_spawn(d, config_json, extra_args) < 0)
+        return -1;
+    if (!daemon_wait_log(d, "notice: ready:", 10000)) {
+        fprintf(stderr, "connd did not start; its log:\n%s\n", d->log);
+        return -1;
+    }
+    return 0;
+}
+
+int daemon_port(struct daemon *d, const char *name)
+{
+    char needle[128];
+    const char *p;
+
+    snprintf(needle, sizeof(needle), "listener %s: listening on ", name);
+    if (!(p = strstr(d->log, needle)))
+        return -1;
+    p += strlen(needle);
+    /* "127.0.0.1:7000" or "[::1]:7000": the port follows the last colon. */
+    const char *end = strchr(p, ' ');
+    const char *colon = NULL;
+    for (const char *q = p; q < end; q++)
+        if (*q == ':')
+            colon = q;
+    return colon ? atoi(colon + 1) : -1;
+}
+
+static int wait_exit(struct daemon *d, int timeout_ms)
+{
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+    int st;
+
+    while (now_ms() < end) {
+        pid_t r = waitpid(d->pid, &st, WNOHANG);
+        if (r == d->pid) {
+            d->status = st;
+            daemon_drain_log(d, 50);
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        }
+        daemon_read_some(d, 20);
+    }
+    return -2;
+}
+
+int daemon_stop(struct daemon *d, int sig, int timeout_ms)
+{
+    int rc;
+
+    if (d->pid <= 0 || d->status != -1)
+        return d->status != -1 && WIFEXITED(d->status) ? WEXITSTATUS(d->status) : -1;
+    kill(d->pid, sig);
+    rc = wait_exit(d, timeout_ms);
+    if (rc == -2) {
+        kill(d->pid, SIGKILL);
+        wait_exit(d, 5000);
+        return -1;
+    }
+    return rc;
+}
+
+int daemon_run(const char *config_json, const char *const *extra_args, int timeout_ms,
+               char **log_out)
+{
+    struct daemon d;
+    int rc;
+
+    if (daemon_spawn(&d, config_json, extra_args) < 0)
+        return -1;
+    rc = wait_exit(&d, timeout_ms);
+    if (rc == -2) {
+        kill(d.pid, SIGKILL);
+        wait_exit(&d, 5000);
+        rc = -1;
+    }
+    if (log_out)
+        *log_out = strdup(d.log);
+    daemon_free(&d);
+    return rc;
+}
+
+long daemon_rss_kb(const struct daemon *d)
+{
+    char path[64], line[256];
+    long kb = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)d->pid);
+    if (!(f = fopen(path, "r")))
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+void daemon_free(struct daemon *d)
+{
+    char cmd[128];
+
+    if (d->pid > 0 && d->status == -1) {
+        kill(d->pid, SIGKILL);
+        waitpid(d->pid, NULL, 0);
+    }
+    if (d->err_fd >= 0)
+        close(d->err_fd);
+    free(d->log);
+    if (d->dir[0]) {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", d->dir);
+    }
+    memset(d, 0, sizeof(*d));
+}
+
+int tcp_connect(const char *host, int port)
+{
+    struct sockaddr_storage ss = {0};
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    struct timeval tv = {.tv_sec = 10};
+    socklen_t len;
+    int fd;
+
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        len = sizeof(*s4);
+    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        len = sizeof(*s6);
+    } else {
+        return -1;
+    }
+    if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int io_write_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int io_read_exact(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EPIPE;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+bool io_readable(int fd, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    return poll(&pfd, 1, timeout_ms) == 1;
+}
+
+int io_expect_eof(int fd, int timeout_ms)
+{
+    char buf[4096];
+    ssize_t n;
+
+    if (!io_readable(fd, timeout_ms))
+        return -ETIMEDOUT;
+    n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0)
+        return 1;
+    if (n < 0)
+        return -errno;
+    return 0;
+}
