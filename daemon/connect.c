@@ -124,16 +124,16 @@ static void attempt_cb(uv_poll_t *h, int status, int events)
 {
     struct attempt *a = h->data;
     struct connector *cx = a->cx;
-    int err = status;
+    int err = 0;
     socklen_t len = sizeof(err);
 
     (void)events;
     if (!cx->c)
         return;
-    if (err == 0 && getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    /* libuv reports POLLERR as UV_EBADF: the socket's own error says why. */
+    if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
-    if (err > 0)
-        err = -err;
+    err = err ? -err : status;
     if (err == 0) {
         /* First success wins; the losers are closed with their sockets. */
         a->winner = true;

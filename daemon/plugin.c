@@ -107,7 +107,8 @@ int plugin_load(struct loop *lp, const struct config_plugin *cp, const char *plu
                              &p->state)) != 0) {
         if (rc > 0)
             rc = -rc;
-        snprintf(err, errlen, "plugin %s: init failed: %s", p->name, strerror(-rc));
+        snprintf(err, errlen, "plugin %s: %s: init failed: %s", p->name, p->path,
+                 strerror(-rc));
         p->notify.fini = NULL; /* never after a failed init */
         goto fail;
     }

@@ -1,3 +1,0 @@
-file(REMOVE_RECURSE
-  "libconnd_core.a"
-)

@@ -1,2 +1,0 @@
-# Empty compiler generated dependencies file for init_fail.
-# This may be replaced when dependencies are built.

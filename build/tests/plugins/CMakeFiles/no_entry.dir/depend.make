@@ -1,2 +1,0 @@
-# Empty dependencies file for no_entry.
-# This may be replaced when dependencies are built.
