@@ -1,0 +1,166 @@
+/*
+ * test_listener.c: accept-path faults on a real connd. With its file
+ * descriptor limit lowered (prlimit on the daemon's pid), accept hits
+ * EMFILE: the listener must pause instead of spinning, and resume when a
+ * connection closes.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static const char *echo_config =
+    "{\"plugin_dir\": \"@PLUGINS@\","
+    " \"plugins\": [{\"name\": \"echo\", \"file\": \"echo.so\"}],"
+    " \"listeners\": [{\"name\": \"e\", \"host\": \"127.0.0.1\", \"port\": 0,"
+    " \"plugin\": \"echo\"}]}";
+
+static int count_fds(pid_t pid)
+{
+    char path[64];
+    struct dirent *de;
+    DIR *d;
+    int n = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    if (!(d = opendir(path)))
+        return -1;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* utime + stime of pid, in clock ticks. */
+static long cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long ut = 0, st = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if (!(f = fopen(path, "r")))
+        return -1;
+    if (!fgets(buf, sizeof(buf), f)) {
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    /* Fields after the parenthesised name: state is field 3, utime 14. */
+    p = strrchr(buf, ')');
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                     &st) != 2)
+        return -1;
+    return (long)(ut + st);
+}
+
+/* Set the soft fd limit of pid (the hard one stays, so it can go up again). */
+static void set_fd_limit(pid_t pid, int n)
+{
+    struct rlimit rl;
+    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, NULL, &rl), 0);
+    rl.rlim_cur = (rlim_t)n;
+    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &rl, NULL), 0);
+}
+
+static bool echoes(int fd, const char *msg)
+{
+    char buf[64] = {0};
+    size_t len = strlen(msg);
+    return io_write_all(fd, msg, len) == 0 && io_read_exact(fd, buf, len) == 0 &&
+           memcmp(buf, msg, len) == 0;
+}
+
+START_TEST(test_listener_emfile_pauses_without_spinning_and_recovers)
+{
+    struct daemon d;
+    int port, base, c[4];
+    long t0;
+
+    ck_assert_int_eq(daemon_start(&d, echo_config, NULL), 0);
+    port = daemon_port(&d, "e");
+    base = count_fds(d.pid);
+    ck_assert_int_gt(base, 0);
+    /* Room for exactly two accepted connections. */
+    set_fd_limit(d.pid, base + 2);
+
+    for (int i = 0; i < 2; i++) {
+        c[i] = tcp_connect("127.0.0.1", port);
+        ck_assert_int_ge(c[i], 0);
+        ck_assert(echoes(c[i], "ping"));
+    }
+    c[2] = tcp_connect("127.0.0.1", port); /* completes in the kernel backlog */
+    ck_assert_int_ge(c[2], 0);
+    ck_assert_int_eq(io_write_all(c[2], "three", 5), 0);
+    ck_assert(daemon_wait_log(&d, "listener e: accept: Too many open files: pausing", 3000));
+
+    /* Paused, not spinning: well under a tenth of a CPU over a second. */
+    t0 = cpu_ticks(d.pid);
+    usleep(1000 * 1000);
+    ck_assert_int_lt(cpu_ticks(d.pid) - t0, sysconf(_SC_CLK_TCK) / 10);
+    ck_assert(!io_readable(c[2], 0));
+
+    /* One closes: the third is accepted and echoed. */
+    close(c[0]);
+    char buf[8] = {0};
+    ck_assert_int_eq(io_read_exact(c[2], buf, 5), 0);
+    ck_assert_str_eq(buf, "three");
+    ck_assert(echoes(c[1], "still"));
+    close(c[1]);
+    close(c[2]);
+    ck_assert_int_eq(daemon_stop(&d, SIGTERM, 5000), 0);
+    daemon_free(&d);
+}
+END_TEST
+
+START_TEST(test_listener_emfile_retries_after_a_pause_when_nothing_closes)
+{
+    struct daemon d;
+    int port, base, a, b;
+    char buf[8] = {0};
+
+    ck_assert_int_eq(daemon_start(&d, echo_config, NULL), 0);
+    port = daemon_port(&d, "e");
+    base = count_fds(d.pid);
+    set_fd_limit(d.pid, base); /* no room at all */
+    a = tcp_connect("127.0.0.1", port);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_eq(io_write_all(a, "wait", 4), 0);
+    ck_assert(daemon_wait_log(&d, "pausing for 1000 ms", 3000));
+    /* Raise the limit again: the retry timer resumes accepting. */
+    set_fd_limit(d.pid, base + 64);
+    ck_assert_int_eq(io_read_exact(a, buf, 4), 0);
+    ck_assert_str_eq(buf, "wait");
+    b = tcp_connect("127.0.0.1", port);
+    ck_assert(echoes(b, "more"));
+    close(a);
+    close(b);
+    ck_assert_int_eq(daemon_stop(&d, SIGTERM, 5000), 0);
+    daemon_free(&d);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("listener");
+    TCase *tc = tcase_create("emfile");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_test(tc, test_listener_emfile_pauses_without_spinning_and_recovers);
+    tcase_add_test(tc, test_listener_emfile_retries_after_a_pause_when_nothing_closes);
+    tcase_set_timeout(tc, 30);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
