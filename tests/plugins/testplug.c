@@ -15,10 +15,21 @@
  *                          expect(0), set_notify(name)
  *   "connect": "host:port" on init, connect there (family from "family")
  *   "write_early": "text"  with "connect": write it before it is up
+ *   "sent": "upper"        sent() replaces every write by its upper case
+ *   "drop": "prefix"       sent() drops writes starting with prefix
+ *   "writev": true         with "echo": write back in three iovecs
+ *   "timer_ms": N          on accept, a one-shot timer writes "TICK\n" and a
+ *                          repeating one logs "tick id=N k=K", stopping at K=3
+ *   "sockopts": true       on accept: nodelay, keepalive, get/setsockopt and
+ *                          addresses, logged as "sockopts id=N ..."
  */
 #include <connd/plugin.h>
 #include <errno.h>
 #include <jansson.h>
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +38,9 @@ struct tp {
     const struct connd_host *h;
     struct connd_plugin *self;
     bool echo, log_received, pause, close_after_greet, abort_on_accept;
+    bool sent_upper, writev, sockopts;
+    char drop[32];
+    long timer_ms;
     long expect;
     long greet;
     char mute[16];
@@ -59,6 +73,13 @@ static int tp_init(const struct connd_host *h, struct connd_plugin *self,
     tp->expect = (long)json_integer_value(json_object_get(cfg, "expect"));
     tp->greet = (long)json_integer_value(json_object_get(cfg, "greet"));
     tp->family = (int)json_integer_value(json_object_get(cfg, "family"));
+    tp->writev = json_is_true(json_object_get(cfg, "writev"));
+    tp->sockopts = json_is_true(json_object_get(cfg, "sockopts"));
+    tp->timer_ms = (long)json_integer_value(json_object_get(cfg, "timer_ms"));
+    if ((s = json_string_value(json_object_get(cfg, "sent"))))
+        tp->sent_upper = strcmp(s, "upper") == 0;
+    if ((s = json_string_value(json_object_get(cfg, "drop"))))
+        snprintf(tp->drop, sizeof(tp->drop), "%s", s);
     if ((s = json_string_value(json_object_get(cfg, "mute"))))
         snprintf(tp->mute, sizeof(tp->mute), "%s", s);
     if ((s = json_string_value(json_object_get(cfg, "handover"))))
@@ -95,6 +116,86 @@ static unsigned long long cid(struct tp *tp, struct connd_conn *c)
     return (unsigned long long)tp->h->id(c);
 }
 
+static void addr_str(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+        port = ntohs(s4->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+        port = ntohs(s6->sin6_port);
+    }
+    snprintf(buf, len, "%s:%u", host, port);
+}
+
+static void log_sockopts(struct tp *tp, struct connd_conn *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char local[64], remote[64];
+    int nodelay = -1, keep = -1, rcvbuf = 65536, rc_nd, rc_ka, rc_set;
+    socklen_t il = sizeof(int);
+
+    rc_nd = tp->h->set_nodelay(c, true);
+    rc_ka = tp->h->set_keepalive(c, 30);
+    rc_set = tp->h->setsockopt(c, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    tp->h->getsockopt(c, IPPROTO_TCP, TCP_NODELAY, &nodelay, &il);
+    il = sizeof(int);
+    tp->h->getsockopt(c, SOL_SOCKET, SO_KEEPALIVE, &keep, &il);
+    len = sizeof(ss);
+    if (tp->h->local_address(c, (struct sockaddr *)&ss, &len) == 0)
+        addr_str(&ss, local, sizeof(local));
+    else
+        snprintf(local, sizeof(local), "error");
+    len = sizeof(ss);
+    if (tp->h->remote_address(c, (struct sockaddr *)&ss, &len) == 0)
+        addr_str(&ss, remote, sizeof(remote));
+    else
+        snprintf(remote, sizeof(remote), "error");
+    LOG(tp, "sockopts id=%llu rc=%d,%d,%d nodelay=%d keepalive=%d local=%s remote=%s",
+        cid(tp, c), rc_nd, rc_ka, rc_set, nodelay, keep, local, remote);
+}
+
+/* Per-connection timers, kept in the user data so closed() can stop them. */
+struct tp_timers {
+    struct tp *tp;
+    struct connd_conn *c;
+    struct connd_timer *once, *rep;
+    int k;
+};
+
+static void tick_once(void *arg)
+{
+    struct tp_timers *t = arg;
+    t->once = NULL; /* a one-shot timer is freed after it fires */
+    t->tp->h->write(t->c, "TICK\n", 5);
+}
+
+static void tick_repeat(void *arg)
+{
+    struct tp_timers *t = arg;
+    LOG(t->tp, "tick id=%llu k=%d", cid(t->tp, t->c), ++t->k);
+    if (t->k == 3) {
+        t->tp->h->timer_stop(t->rep);
+        t->rep = NULL;
+    }
+}
+
+static void start_timers(struct tp *tp, struct connd_conn *c)
+{
+    struct tp_timers *t = calloc(1, sizeof(*t));
+    t->tp = tp;
+    t->c = c;
+    t->once = tp->h->timer_start(tp->self, (uint64_t)tp->timer_ms, 0, tick_once, t);
+    t->rep = tp->h->timer_start(tp->self, (uint64_t)tp->timer_ms, (uint64_t)tp->timer_ms,
+                                tick_repeat, t);
+    tp->h->set_user(c, t);
+}
+
 static void tp_accepted(void *state, struct connd_conn *c)
 {
     struct tp *tp = state;
@@ -106,6 +207,10 @@ static void tp_accepted(void *state, struct connd_conn *c)
     }
     if (tp->expect)
         LOG(tp, "expect=%d id=%llu", tp->h->expect(c, (size_t)tp->expect), cid(tp, c));
+    if (tp->sockopts)
+        log_sockopts(tp, c);
+    if (tp->timer_ms > 0)
+        start_timers(tp, c);
     if (tp->mute[0])
         LOG(tp, "mute=%d id=%llu", tp->h->mute(c, tp->mute), cid(tp, c));
     if (tp->greet > 0) {
@@ -151,8 +256,15 @@ static bool tp_received(void *state, struct connd_conn *c, const uint8_t *data, 
         LOG(tp, "handover id=%llu rc=%d", cid(tp, c), tp->h->set_notify(c, tp->handover));
         return true;
     }
-    if (tp->echo && tp->h->write(c, data, len) < 0)
+    if (tp->echo && tp->writev) {
+        struct iovec iov[3] = {{(void *)data, len / 3},
+                               {(void *)(data + len / 3), len / 3},
+                               {(void *)(data + 2 * (len / 3)), len - 2 * (len / 3)}};
+        if (tp->h->writev(c, iov, 3) < 0)
+            tp->h->abort(c, "echo writev refused");
+    } else if (tp->echo && tp->h->write(c, data, len) < 0) {
         tp->h->abort(c, "echo write refused");
+    }
     return !tp->pause;
 }
 
@@ -168,10 +280,38 @@ static void tp_unthrottled(void *state, struct connd_conn *c)
     LOG(tp, "unthrottled id=%llu pending=%zu", cid(tp, c), tp->h->pending(c));
 }
 
+static enum connd_sent tp_sent(void *state, struct connd_conn *c, const uint8_t *data,
+                               size_t len, uint8_t **out, size_t *out_len)
+{
+    struct tp *tp = state;
+    size_t dl = strlen(tp->drop);
+
+    (void)c;
+    if (dl && len >= dl && memcmp(data, tp->drop, dl) == 0)
+        return CONND_SENT_DROP;
+    if (!tp->sent_upper)
+        return CONND_SENT_PASS;
+    if (!(*out = malloc(len)))
+        return CONND_SENT_DROP;
+    for (size_t i = 0; i < len; i++)
+        (*out)[i] = (uint8_t)toupper(data[i]);
+    *out_len = len;
+    return CONND_SENT_REPLACE;
+}
+
 static void tp_closed(void *state, struct connd_conn *c)
 {
     struct tp *tp = state;
+    struct tp_timers *t = tp->timer_ms > 0 ? tp->h->get_user(c) : NULL;
+
     LOG(tp, "closed id=%llu", cid(tp, c));
+    if (t) {
+        if (t->once)
+            tp->h->timer_stop(t->once);
+        if (t->rep)
+            tp->h->timer_stop(t->rep);
+        free(t);
+    }
 }
 
 static void tp_listening(void *state, const char *listener)
@@ -205,6 +345,7 @@ static const struct connd_notify tp_notify = {
     .received = tp_received,
     .throttled = tp_throttled,
     .unthrottled = tp_unthrottled,
+    .sent = tp_sent,
     .closed = tp_closed,
     .listening = tp_listening,
     .not_listening = tp_not_listening,
