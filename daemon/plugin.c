@@ -35,6 +35,8 @@ static struct plugin *plugin_of(struct connd_plugin *p)
     return (struct plugin *)p;
 }
 
+static void ptimer_free(struct ptimer *pt);
+
 /* ---- loading ---------------------------------------------------------- */
 
 int plugin_load(struct loop *lp, const struct config_plugin *cp, const char *plugin_dir,
@@ -109,13 +111,15 @@ int plugin_load(struct loop *lp, const struct config_plugin *cp, const char *plu
             rc = -rc;
         snprintf(err, errlen, "plugin %s: %s: init failed: %s", p->name, p->path,
                  strerror(-rc));
-        p->notify.fini = NULL; /* never after a failed init */
         goto fail;
     }
+    p->ready = true;
     log_info("plugin %s: loaded %s", p->name, p->path);
     *out = p;
     return 0;
 fail:
+    while (p->timers) /* started by a failed init() */
+        ptimer_free(p->timers);
     if (p->dl)
         dlclose(p->dl);
     free(p->name);
@@ -123,8 +127,6 @@ fail:
     free(p);
     return rc;
 }
-
-static void ptimer_free(struct ptimer *pt);
 
 void plugin_unload(struct plugin *p)
 {
@@ -371,6 +373,9 @@ static int h_connect(struct connd_plugin *cp, const char *host, const char *port
 
     if (!host || !port)
         return -EINVAL;
+    /* A connection must not outlive a plugin whose init() then fails. */
+    if (!p->ready)
+        return -EAGAIN;
     if (opts) {
         if (opts->family != CONND_FAMILY_ANY && opts->family != CONND_FAMILY_IPV4 &&
             opts->family != CONND_FAMILY_IPV6)

@@ -7,6 +7,7 @@
 #define CONND_DAEMON_PLUGIN_H
 
 #include <connd/plugin.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -23,6 +24,7 @@ struct plugin {
     struct connd_notify notify; /* zeroed, then at most notify.size bytes copied */
     void *state;
     size_t n_conns;         /* connections this instance owns */
+    bool ready;             /* init() succeeded */
     struct ptimer *timers;  /* live timers, stopped before fini */
 };
 

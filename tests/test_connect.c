@@ -259,7 +259,8 @@ START_TEST(test_connect_write_before_connected_is_delivered)
              " \"config\": {\"connect\": \"127.0.0.1:%d\", \"write_early\": \"early-bytes\"}}]}",
              port);
     ck_assert_int_eq(daemon_start(&d, cfg, NULL), 0);
-    d.log_mark = 0; /* the plugin wrote from init(), before "ready" */
+    d.log_mark = 0;
+    ck_assert(daemon_wait_log(&d, "connect from init rc=-11", 5000)); /* EAGAIN */
     ck_assert(daemon_wait_log(&d, "write_early rc=0", 5000));
     peer = accept(srv, NULL, NULL);
     ck_assert_int_ge(peer, 0);

@@ -167,7 +167,8 @@ struct connd_host {
     /* Open an outgoing connection owned by `p` (or opts->plugin). Callbacks
      * connecting(count), then connected or connect_failed, follow from the
      * loop; on success *out (if not NULL) is the new connection, which may
-     * be written to at once (the bytes are queued until it is up). */
+     * be written to at once (the bytes are queued until it is up).
+     * Returns -EAGAIN inside init(). */
     int (*connect)(struct connd_plugin *p, const char *host, const char *port,
                    const struct connd_connect_opts *opts, struct connd_conn **out);
 
@@ -198,8 +199,9 @@ struct connd_notify {
     /* Create the instance. `config_json` is the instance's "config" object
      * serialised as JSON text ("{}" when absent), borrowed for the call.
      * `self` names the instance in host calls and stays valid until fini().
-     * Return 0 or a negative errno; on failure fini() is not called and the
-     * plugin is refused. */
+     * init() may start timers (stopped if init fails) but not connect
+     * (-EAGAIN): connect from a timer instead. Return 0 or a negative errno;
+     * on failure fini() is not called and the plugin is refused. */
     int (*init)(const struct connd_host *h, struct connd_plugin *self,
                 const char *config_json, void **state);
     /* Free the instance; called once, after its last connection closed. */

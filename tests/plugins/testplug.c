@@ -13,7 +13,8 @@
  *   "abort_on_accept"      abort at once
  *   "handover": "name"     on the first received(): write "WELCOME\n",
  *                          expect(0), set_notify(name)
- *   "connect": "host:port" on init, connect there (family from "family")
+ *   "connect": "host:port" from a timer set in init, connect there (family
+ *                          from "family"); init logs its own refused attempt
  *   "write_early": "text"  with "connect": write it before it is up
  *   "sent": "upper"        sent() replaces every write by its upper case
  *   "drop": "prefix"       sent() drops writes starting with prefix
@@ -50,6 +51,18 @@ struct tp {
 };
 
 #define LOG(tp, ...) (tp)->h->log((tp)->self, CONND_LOG_NOTICE, __VA_ARGS__)
+
+static void tp_connect_now(void *arg)
+{
+    struct tp *tp = arg;
+    struct connd_connect_opts o = {.family = (enum connd_family)tp->family};
+    struct connd_conn *c = NULL;
+    int rc = tp->h->connect(tp->self, tp->connect_host, tp->connect_port, &o, &c);
+
+    LOG(tp, "connect rc=%d id=%llu", rc, c ? (unsigned long long)tp->h->id(c) : 0ull);
+    if (c && tp->write_early[0])
+        LOG(tp, "write_early rc=%d", tp->h->write(c, tp->write_early, strlen(tp->write_early)));
+}
 
 static int tp_init(const struct connd_host *h, struct connd_plugin *self,
                    const char *config_json, void **state)
@@ -94,15 +107,12 @@ static int tp_init(const struct connd_host *h, struct connd_plugin *self,
         }
     }
     json_decref(cfg);
-    if (tp->connect_host[0]) {
-        struct connd_connect_opts o = {.family = (enum connd_family)tp->family};
-        struct connd_conn *c = NULL;
-        int rc = h->connect(self, tp->connect_host, tp->connect_port, &o, &c);
-        LOG(tp, "connect rc=%d id=%llu", rc, c ? (unsigned long long)h->id(c) : 0ull);
-        if (c && tp->write_early[0])
-            LOG(tp, "write_early rc=%d", h->write(c, tp->write_early, strlen(tp->write_early)));
-    }
     *state = tp;
+    if (tp->connect_host[0]) {
+        /* connect() is refused inside init(): do it from the loop. */
+        LOG(tp, "connect from init rc=%d", h->connect(self, "127.0.0.1", "1", NULL, NULL));
+        h->timer_start(self, 0, 0, tp_connect_now, tp);
+    }
     return 0;
 }
 
