@@ -145,6 +145,8 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t want = c->next_size > c->expect ? c->next_size : c->expect;
 
     (void)suggested;
+    if (c->state != CONN_OPEN)
+        c->rlen = c->roff = 0; /* closing: what is read is discarded */
     if (c->rcap < want) {
         uint8_t *nb = realloc(c->rbuf, want);
         if (!nb) {
@@ -230,11 +232,8 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->bytes_in += (uint64_t)nread;
-    if (c->state != CONN_OPEN) {
-        /* Closing: the peer's bytes are read only to see its EOF. */
-        c->rlen = c->roff = 0;
-        return;
-    }
+    if (c->state != CONN_OPEN)
+        return; /* closing: the peer's bytes are read only to see its EOF */
     conn_turn(c);
     if ((size_t)nread == buf->len && c->next_size < c->lim.max_size) {
         c->next_size *= 2;
@@ -682,8 +681,9 @@ int conn_close(struct conn *c, const char *reason)
         break;
     }
     log_debug("conn %" PRIu64 ": closing: %s", c->id, reason);
+    /* Buffered input is dropped by the next alloc_cb, not here: this may
+     * run inside received(), while conn_deliver still walks the buffer. */
     c->state = CONN_CLOSING;
-    c->rlen = c->roff = 0;
     c->deadline = uv_now(&c->lp->uv) + c->lp->cfg->close_timeout_ms;
     loop_watch_closing(c->lp, c);
     /* uv_shutdown waits for the write queue to drain, then sends the FIN. */

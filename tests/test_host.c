@@ -143,6 +143,26 @@ START_TEST(test_host_socket_options_and_addresses)
 }
 END_TEST
 
+START_TEST(test_host_close_inside_received_stops_delivery_and_flushes)
+{
+    char buf[5] = {0};
+    int fd;
+
+    start("{\"bye\": true, \"expect\": 3, \"log_received\": true}");
+    fd = tcp_connect("127.0.0.1", port);
+    /* Four frames in one write: close() in the first stops the rest. */
+    ck_assert_int_eq(io_write_all(fd, "abcdefghijkl", 12), 0);
+    ck_assert_int_eq(io_read_exact(fd, buf, 4), 0);
+    ck_assert_str_eq(buf, "BYE\n");
+    ck_assert_int_eq(io_expect_eof(fd, 2000), 1);
+    ck_assert(daemon_wait_log(&D, "bye write after close=-107", 2000)); /* ENOTCONN */
+    close(fd); /* the daemon waits for our EOF before it closes */
+    ck_assert(daemon_wait_log(&D, "closed id=1", 2000));
+    ck_assert_int_eq(daemon_count_log(&D, "received id=1"), 1);
+    stop();
+}
+END_TEST
+
 START_TEST(test_host_discard_drops_and_counts_bytes)
 {
     static uint8_t data[100000];
@@ -170,6 +190,7 @@ int main(void)
     tcase_add_test(sent, test_host_sent_can_replace_written_bytes);
     tcase_add_test(sent, test_host_sent_can_drop_a_write);
     tcase_add_test(sent, test_host_writev_sends_every_buffer_in_order);
+    tcase_add_test(sent, test_host_close_inside_received_stops_delivery_and_flushes);
     tcase_add_test(timers, test_host_timers_fire_repeat_and_stop);
     tcase_add_test(timers, test_host_timers_stopped_in_closed_never_fire);
     tcase_add_test(sock, test_host_socket_options_and_addresses);

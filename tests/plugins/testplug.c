@@ -21,6 +21,7 @@
  *   "writev": true         with "echo": write back in three iovecs
  *   "timer_ms": N          on accept, a one-shot timer writes "TICK\n" and a
  *                          repeating one logs "tick id=N k=K", stopping at K=3
+ *   "bye": true            on the first received(): write "BYE\n", close
  *   "sockopts": true       on accept: nodelay, keepalive, get/setsockopt and
  *                          addresses, logged as "sockopts id=N ..."
  */
@@ -39,7 +40,7 @@ struct tp {
     const struct connd_host *h;
     struct connd_plugin *self;
     bool echo, log_received, pause, close_after_greet, abort_on_accept;
-    bool sent_upper, writev, sockopts;
+    bool sent_upper, writev, sockopts, bye;
     char drop[32];
     long timer_ms;
     long expect;
@@ -87,6 +88,7 @@ static int tp_init(const struct connd_host *h, struct connd_plugin *self,
     tp->greet = (long)json_integer_value(json_object_get(cfg, "greet"));
     tp->family = (int)json_integer_value(json_object_get(cfg, "family"));
     tp->writev = json_is_true(json_object_get(cfg, "writev"));
+    tp->bye = json_is_true(json_object_get(cfg, "bye"));
     tp->sockopts = json_is_true(json_object_get(cfg, "sockopts"));
     tp->timer_ms = (long)json_integer_value(json_object_get(cfg, "timer_ms"));
     if ((s = json_string_value(json_object_get(cfg, "sent"))))
@@ -264,6 +266,13 @@ static bool tp_received(void *state, struct connd_conn *c, const uint8_t *data, 
         tp->h->write(c, "WELCOME\n", 8);
         tp->h->expect(c, 0);
         LOG(tp, "handover id=%llu rc=%d", cid(tp, c), tp->h->set_notify(c, tp->handover));
+        return true;
+    }
+    if (tp->bye) {
+        /* Re-entrant close: the rest of this read must not be delivered. */
+        LOG(tp, "bye write=%d", tp->h->write(c, "BYE\n", 4));
+        LOG(tp, "bye close=%d", tp->h->close(c, "bye"));
+        LOG(tp, "bye write after close=%d", tp->h->write(c, "X", 1));
         return true;
     }
     if (tp->echo && tp->writev) {
