@@ -163,6 +163,27 @@ START_TEST(test_host_close_inside_received_stops_delivery_and_flushes)
 }
 END_TEST
 
+START_TEST(test_host_mute_reasons_are_independent)
+{
+    char buf[4] = {0};
+    int fd;
+
+    start("{\"echo\": true, \"mute_reasons\": [\"ctl\", \"plugin\"],"
+          " \"unmute_ms\": 300}");
+    fd = tcp_connect("127.0.0.1", port);
+    ck_assert_int_eq(io_write_all(fd, "abc", 3), 0);
+    /* Muted twice for "ctl", once for "plugin": one unmute of "ctl" lifts
+     * it (flags, not counts), and "plugin" still holds the bytes. */
+    ck_assert(daemon_wait_log(&D, "unmuted id=1 reason=ctl rc=0", 2000));
+    ck_assert(!io_readable(fd, 150));
+    ck_assert(daemon_wait_log(&D, "unmuted id=1 reason=plugin rc=0", 2000));
+    ck_assert_int_eq(io_read_exact(fd, buf, 3), 0);
+    ck_assert_str_eq(buf, "abc");
+    close(fd);
+    stop();
+}
+END_TEST
+
 START_TEST(test_host_discard_drops_and_counts_bytes)
 {
     static uint8_t data[100000];
@@ -194,6 +215,7 @@ int main(void)
     tcase_add_test(timers, test_host_timers_fire_repeat_and_stop);
     tcase_add_test(timers, test_host_timers_stopped_in_closed_never_fire);
     tcase_add_test(sock, test_host_socket_options_and_addresses);
+    tcase_add_test(sock, test_host_mute_reasons_are_independent);
     tcase_add_test(discard, test_host_discard_drops_and_counts_bytes);
     suite_add_tcase(s, sent);
     suite_add_tcase(s, timers);

@@ -21,6 +21,9 @@
  *   "writev": true         with "echo": write back in three iovecs
  *   "timer_ms": N          on accept, a one-shot timer writes "TICK\n" and a
  *                          repeating one logs "tick id=N k=K", stopping at K=3
+ *   "mute_reasons": [..]   on accept mute for each reason (the first twice);
+ *   "unmute_ms": N         then lift one reason every N ms, in order,
+ *                          logging "unmuted id=N reason=R rc=RC"
  *   "bye": true            on the first received(): write "BYE\n", close
  *   "sockopts": true       on accept: nodelay, keepalive, get/setsockopt and
  *                          addresses, logged as "sockopts id=N ..."
@@ -42,7 +45,9 @@ struct tp {
     bool echo, log_received, pause, close_after_greet, abort_on_accept;
     bool sent_upper, writev, sockopts, bye;
     char drop[32];
-    long timer_ms;
+    long timer_ms, unmute_ms;
+    char reasons[4][16];
+    int n_reasons;
     long expect;
     long greet;
     char mute[16];
@@ -89,6 +94,11 @@ static int tp_init(const struct connd_host *h, struct connd_plugin *self,
     tp->family = (int)json_integer_value(json_object_get(cfg, "family"));
     tp->writev = json_is_true(json_object_get(cfg, "writev"));
     tp->bye = json_is_true(json_object_get(cfg, "bye"));
+    tp->unmute_ms = (long)json_integer_value(json_object_get(cfg, "unmute_ms"));
+    json_t *rs = json_object_get(cfg, "mute_reasons");
+    for (size_t i = 0; i < json_array_size(rs) && tp->n_reasons < 4; i++)
+        if ((s = json_string_value(json_array_get(rs, i))))
+            snprintf(tp->reasons[tp->n_reasons++], 16, "%s", s);
     tp->sockopts = json_is_true(json_object_get(cfg, "sockopts"));
     tp->timer_ms = (long)json_integer_value(json_object_get(cfg, "timer_ms"));
     if ((s = json_string_value(json_object_get(cfg, "sent"))))
@@ -172,6 +182,41 @@ static void log_sockopts(struct tp *tp, struct connd_conn *c)
         cid(tp, c), rc_nd, rc_ka, rc_set, nodelay, keep, local, remote);
 }
 
+/* Lifts one mute reason per tick; freed with the last one. */
+struct tp_unmuter {
+    struct tp *tp;
+    struct connd_conn *c;
+    struct connd_timer *t;
+    int next;
+};
+
+static void unmute_tick(void *arg)
+{
+    struct tp_unmuter *u = arg;
+    struct tp *tp = u->tp;
+    const char *r = tp->reasons[u->next++];
+
+    LOG(tp, "unmuted id=%llu reason=%s rc=%d", cid(tp, u->c), r, tp->h->unmute(u->c, r));
+    if (u->next == tp->n_reasons) {
+        tp->h->timer_stop(u->t);
+        free(u);
+    }
+}
+
+static void start_mutes(struct tp *tp, struct connd_conn *c)
+{
+    struct tp_unmuter *u = calloc(1, sizeof(*u));
+
+    for (int i = 0; i < tp->n_reasons; i++)
+        LOG(tp, "mute id=%llu reason=%s rc=%d", cid(tp, c), tp->reasons[i],
+            tp->h->mute(c, tp->reasons[i]));
+    tp->h->mute(c, tp->reasons[0]); /* again: a no-op, not a count */
+    u->tp = tp;
+    u->c = c;
+    u->t = tp->h->timer_start(tp->self, (uint64_t)tp->unmute_ms, (uint64_t)tp->unmute_ms,
+                              unmute_tick, u);
+}
+
 /* Per-connection timers, kept in the user data so closed() can stop them. */
 struct tp_timers {
     struct tp *tp;
@@ -223,6 +268,8 @@ static void tp_accepted(void *state, struct connd_conn *c)
         log_sockopts(tp, c);
     if (tp->timer_ms > 0)
         start_timers(tp, c);
+    if (tp->n_reasons > 0 && tp->unmute_ms > 0)
+        start_mutes(tp, c);
     if (tp->mute[0])
         LOG(tp, "mute=%d id=%llu", tp->h->mute(c, tp->mute), cid(tp, c));
     if (tp->greet > 0) {
