@@ -348,7 +348,7 @@ static int get_plugin_ref(struct ctx *c, const json_t *obj, const struct config 
 
     if ((rc = get_string(c, obj, "plugin", REQUIRED, NULL, out)) < 0)
         return rc;
-    if (config_find_plugin(cfg, *out) < 0)
+    if (cfg && config_find_plugin(cfg, *out) < 0)
         return fail(c, "plugin", "no plugin named \"%s\"", *out);
     return 0;
 }
@@ -592,6 +592,32 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
     return rc;
 }
 
+int config_parse_listener(const json_t *obj, const char *prefix,
+                          struct config_listener *out, char *err, size_t errlen)
+{
+    struct ctx c = {.err = err, .errlen = errlen};
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    push(&c, "%s", prefix);
+    if (!json_is_object(obj))
+        rc = fail(&c, NULL, "expected object");
+    else
+        rc = parse_listener(&c, obj, out, NULL);
+    if (rc < 0)
+        config_listener_free(out);
+    return rc;
+}
+
+void config_listener_free(struct config_listener *l)
+{
+    free(l->name);
+    free(l->host);
+    free(l->port);
+    free(l->plugin);
+    memset(l, 0, sizeof(*l));
+}
+
 /* Frees cfg and everything it points to; NULL is fine. */
 void config_free(struct config *cfg)
 {
@@ -604,12 +630,8 @@ void config_free(struct config *cfg)
         free(cfg->plugins[i].file);
         free(cfg->plugins[i].config_json);
     }
-    for (i = 0; i < cfg->n_listeners; i++) {
-        free(cfg->listeners[i].name);
-        free(cfg->listeners[i].host);
-        free(cfg->listeners[i].port);
-        free(cfg->listeners[i].plugin);
-    }
+    for (i = 0; i < cfg->n_listeners; i++)
+        config_listener_free(&cfg->listeners[i]);
     for (i = 0; i < cfg->n_connections; i++) {
         free(cfg->connections[i].name);
         free(cfg->connections[i].host);

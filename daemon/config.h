@@ -5,6 +5,7 @@
 #ifndef CONND_CONFIG_H
 #define CONND_CONFIG_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -89,6 +90,13 @@ int config_parse(const char *text, size_t len, struct config **out, char *err,
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
 
 void config_free(struct config *cfg);
+
+/* Parse one listener object as in "listeners", for listener.add: the
+ * plugin name is not checked against a config, and error paths start with
+ * `prefix` ("params.port: ..."). On failure *out holds nothing. */
+int config_parse_listener(const json_t *obj, const char *prefix,
+                          struct config_listener *out, char *err, size_t errlen);
+void config_listener_free(struct config_listener *l);
 
 /* Index of the plugin named `name`, or -1. */
 int config_find_plugin(const struct config *cfg, const char *name);

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,18 +25,21 @@
 #include <unistd.h>
 
 #include "connect.h"
+#include "events.h"
 #include "listener.h"
 #include "log.h"
 #include "loop.h"
 #include "plugin.h"
 
 #define CONN_MAX_IOV 1024
+#define CONN_MAX_WRITE ((size_t)1 << 31) /* one write() call, all buffers */
 #define CONN_DRAIN_ON_CLOSE (256 * 1024)
 
 struct wreq {
     uv_write_t req;
     struct wreq *next; /* in the pre-connect queue */
     size_t len;
+    uint64_t token; /* control-socket write, reported as an event; 0: none */
     uint8_t data[];
 };
 
@@ -73,12 +77,19 @@ static struct conn *conn_alloc(struct loop *lp, struct plugin *p,
     list_add_tail(&lp->conns, &c->link);
     lp->n_conns++;
     c->id = ++lp->next_conn_id;
+    if (idmap_put(&lp->by_id, c->id, c) < 0) {
+        list_del(&c->link);
+        lp->n_conns--;
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return NULL;
+    }
     c->plugin = p;
     p->n_conns++;
     c->lim = *lim;
     c->next_size = lim->init_size;
     c->pre_tail = &c->pre_head;
     c->created_ms = loop_wall_ms();
+    c->last_active_ms = uv_now(&lp->uv);
     return c;
 }
 
@@ -108,6 +119,7 @@ int conn_accept(struct loop *lp, struct listener *l, struct plugin *p, int fd)
         log_debug("conn %" PRIu64 ": accepted on %s from %s", c->id, l->name, peer);
     }
     c->announced = true;
+    events_conn(lp, EV_ACCEPTED, c, NULL);
     NOTIFY(c, accepted);
     conn_io_update(c);
     return 0;
@@ -211,6 +223,8 @@ static void conn_fail(struct conn *c, const char *what, int err)
 {
     if (c->state == CONN_CLOSED)
         return;
+    if (!c->why)
+        c->why = what;
     if (err == UV_ECONNRESET || err == UV_EPIPE)
         log_debug("conn %" PRIu64 ": %s: %s", c->id, what, uv_err_name(err));
     else
@@ -232,6 +246,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->bytes_in += (uint64_t)nread;
+    c->last_active_ms = uv_now(&c->lp->uv);
     if (c->state != CONN_OPEN)
         return; /* closing: the peer's bytes are read only to see its EOF */
     conn_turn(c);
@@ -314,12 +329,14 @@ static void conn_check_throttle(struct conn *c)
     if (c->throttled) {
         if (c->pending <= c->lim.low_watermark) {
             c->throttled = false;
+            events_conn(c->lp, EV_UNTHROTTLED, c, NULL);
             if (conn_live(c))
                 NOTIFY(c, unthrottled);
         }
     } else if (c->lim.high_watermark == 0 ? c->pending > 0
                                           : c->pending > c->lim.high_watermark) {
         c->throttled = true;
+        events_conn(c->lp, EV_THROTTLED, c, NULL);
         if (conn_live(c))
             NOTIFY(c, throttled);
     }
@@ -333,6 +350,9 @@ static void conn_write_cb(uv_write_t *req, int status)
     c->pending -= w->len;
     if (status == 0)
         c->bytes_out += w->len;
+    c->last_active_ms = uv_now(&c->lp->uv);
+    if (w->token)
+        events_sent_emit(c->lp, c, w->token, w->len, status);
     free(w);
     if (status < 0) {
         if (status != UV_ECANCELED)
@@ -351,6 +371,8 @@ static int conn_submit(struct conn *c, struct wreq *w)
 
     if (rc < 0) {
         c->pending -= w->len;
+        if (w->token)
+            events_sent_emit(c->lp, c, w->token, w->len, rc);
         free(w);
         conn_fail(c, "write", rc);
     }
@@ -359,12 +381,14 @@ static int conn_submit(struct conn *c, struct wreq *w)
 
 /* Write bufs (total bytes): straight to the socket when nothing is queued,
  * the rest copied into one wreq. */
-static int conn_queue(struct conn *c, const uv_buf_t *bufs, int nb, size_t total)
+static int conn_queue(struct conn *c, const uv_buf_t *bufs, int nb, size_t total,
+                      uint64_t token)
 {
     size_t done = 0, off = 0;
     struct wreq *w;
 
-    if (c->state == CONN_OPEN && c->pending == 0) {
+    /* A token write waits for its callback, which reports it. */
+    if (c->state == CONN_OPEN && c->pending == 0 && !token) {
         int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)nb);
         if (n >= 0) {
             done = (size_t)n;
@@ -377,10 +401,15 @@ static int conn_queue(struct conn *c, const uv_buf_t *bufs, int nb, size_t total
             return 0;
     }
     w = malloc(sizeof(*w) + total - done);
-    if (!w)
-        return -ENOMEM; /* nothing of the rest is queued; the stream is cut */
+    if (!w) {
+        /* Part may be in the kernel already: a gap in the stream would
+         * corrupt it, so the connection ends here. */
+        conn_fail(c, "write queue", UV_ENOMEM);
+        return -ENOMEM;
+    }
     w->next = NULL;
     w->len = total - done;
+    w->token = token;
     for (int i = 0; i < nb; i++) {
         size_t len = bufs[i].len, skip = done > len ? len : done;
         memcpy(w->data + off, bufs[i].base + skip, len - skip);
@@ -401,7 +430,7 @@ static int conn_queue(struct conn *c, const uv_buf_t *bufs, int nb, size_t total
 int conn_writev(struct conn *c, const struct iovec *iov, int n)
 {
     uv_buf_t stack_bufs[16], *bufs = stack_bufs;
-    uint8_t *owned[16], **own = owned;
+    uint8_t *owned[16] = {0}, **own = owned;
     size_t total = 0;
     int nb = 0, rc = 0;
 
@@ -431,6 +460,11 @@ int conn_writev(struct conn *c, const struct iovec *iov, int n)
             r = c->plugin->notify.sent(c->plugin->state, conn_pub(c), data, len, &out,
                                        &out_len);
             c->in_sent = false;
+            if (!conn_live(c) || c->close_requested) {
+                if (r == CONND_SENT_REPLACE)
+                    free(out); /* sent() closed it: no more sent() calls */
+                break;
+            }
             if (r == CONND_SENT_DROP)
                 continue;
             if (r == CONND_SENT_REPLACE) {
@@ -441,6 +475,10 @@ int conn_writev(struct conn *c, const struct iovec *iov, int n)
         }
         if (len == 0)
             continue;
+        if (len > CONN_MAX_WRITE || total + len > CONN_MAX_WRITE) {
+            rc = -EMSGSIZE; /* uv_buf_t lengths are unsigned int */
+            goto out;
+        }
         bufs[nb++] = uv_buf_init((char *)data, (unsigned)len);
         total += len;
     }
@@ -449,7 +487,7 @@ int conn_writev(struct conn *c, const struct iovec *iov, int n)
     else if (total > c->lim.max_pending || c->pending + total > c->lim.max_pending)
         rc = -ENOBUFS;
     else if (total > 0)
-        rc = conn_queue(c, bufs, nb, total);
+        rc = conn_queue(c, bufs, nb, total, 0);
 out:
     for (int i = 0; own && i < n; i++)
         free(own[i]);
@@ -458,6 +496,19 @@ out:
     if (own != owned)
         free(own);
     return rc;
+}
+
+int conn_write_token(struct conn *c, const void *data, size_t len, uint64_t token)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+
+    if (!conn_live(c) || c->close_requested)
+        return -ENOTCONN;
+    if (len > CONN_MAX_WRITE)
+        return -EMSGSIZE;
+    if (len > c->lim.max_pending || c->pending + len > c->lim.max_pending)
+        return -ENOBUFS;
+    return conn_queue(c, &b, 1, len, token);
 }
 
 int conn_write(struct conn *c, const void *data, size_t len)
@@ -474,7 +525,10 @@ int conn_mute(struct conn *c, uint32_t bit)
         return -EINVAL;
     if (c->state == CONN_CLOSED)
         return -ENOTCONN;
+    if (c->mute_mask & bit)
+        return 0;
     c->mute_mask |= bit;
+    events_conn(c->lp, EV_MUTED, c, loop_mute_name(c->lp, bit));
     conn_io_update(c);
     return 0;
 }
@@ -488,6 +542,7 @@ int conn_unmute(struct conn *c, uint32_t bit)
     if (!(c->mute_mask & bit))
         return 0;
     c->mute_mask &= ~bit;
+    events_conn(c->lp, EV_UNMUTED, c, loop_mute_name(c->lp, bit));
     if (!c->mute_mask && c->rlen > c->roff && !c->in_deliver)
         loop_queue_resume(c->lp, c); /* bytes held while muted go first */
     conn_io_update(c);
@@ -560,6 +615,7 @@ void conn_connected(struct conn *c, int fd)
         return;
     }
     log_debug("conn %" PRIu64 ": connected", c->id);
+    events_conn(c->lp, EV_CONNECTED, c, NULL);
     NOTIFY(c, connected);
     conn_io_update(c);
 }
@@ -568,6 +624,8 @@ void conn_connect_failed(struct conn *c, const char *reason)
 {
     c->cx = NULL;
     log_notice("conn %" PRIu64 ": connect failed: %s", c->id, reason);
+    c->why = "connect failed";
+    events_conn(c->lp, EV_CONNECT_FAILED, c, reason);
     if (c->state == CONN_CONNECTING && !c->close_requested)
         NOTIFY(c, connect_failed);
     conn_finish(c, false);
@@ -585,8 +643,11 @@ static void conn_close_cb(uv_handle_t *h)
     while ((w = c->pre_head) != NULL) {
         c->pre_head = w->next;
         c->pending -= w->len;
+        if (w->token)
+            events_sent_emit(lp, c, w->token, w->len, UV_ECANCELED);
         free(w);
     }
+    events_conn(lp, EV_CLOSED, c, c->why);
     if (c->announced)
         NOTIFY(c, closed);
     log_debug("conn %" PRIu64 ": closed (in %" PRIu64 ", out %" PRIu64 ")", c->id,
@@ -594,6 +655,7 @@ static void conn_close_cb(uv_handle_t *h)
     list_del(&c->link);
     list_del(&c->resume_link);
     list_del(&c->closing_link);
+    idmap_del(&lp->by_id, c->id);
     lp->n_conns--;
     c->plugin->n_conns--;
     free(c->rbuf);
@@ -624,7 +686,7 @@ static void conn_finish(struct conn *c, bool reset)
         int fd = conn_fd(c);
         if (fd >= 0)
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    } else if (c->mute_mask && c->state == CONN_CLOSING) {
+    } else if (c->state == CONN_CLOSING) {
         /* Unread bytes at close(2) make the kernel send a RST, which can
          * destroy data the peer has not read yet: read them away first. */
         char sink[4096];
@@ -681,9 +743,12 @@ int conn_close(struct conn *c, const char *reason)
         break;
     }
     log_debug("conn %" PRIu64 ": closing: %s", c->id, reason);
+    if (!c->why)
+        c->why = reason; /* static strings only: plugin reasons are logged, not kept */
     /* Buffered input is dropped by the next alloc_cb, not here: this may
      * run inside received(), while conn_deliver still walks the buffer. */
     c->state = CONN_CLOSING;
+    c->close_left = SIZE_MAX;
     c->deadline = uv_now(&c->lp->uv) + c->lp->cfg->close_timeout_ms;
     loop_watch_closing(c->lp, c);
     /* uv_shutdown waits for the write queue to drain, then sends the FIN. */
@@ -705,6 +770,8 @@ int conn_abort(struct conn *c, const char *reason)
     if (c->state == CONN_CLOSED)
         return 0;
     log_debug("conn %" PRIu64 ": aborted: %s", c->id, reason);
+    if (!c->why)
+        c->why = reason;
     conn_finish(c, true);
     return 0;
 }
@@ -712,10 +779,27 @@ int conn_abort(struct conn *c, const char *reason)
 void conn_closing_check(struct conn *c, uint64_t now)
 {
     int outq = -1;
+    size_t left;
 
     if (c->state != CONN_CLOSING)
         return;
-    if (c->wait_outq && ioctl(conn_fd(c), SIOCOUTQ, &outq) == 0 && outq == 0) {
+    /* Progress is bytes leaving: libuv's queue plus the kernel's unsent
+     * and unacknowledged bytes. One big write completes in one callback,
+     * so the write callback alone cannot tell a slow reader from a dead
+     * one. */
+    if (ioctl(conn_fd(c), SIOCOUTQ, &outq) < 0)
+        outq = 0;
+    left = c->tcp.write_queue_size + (size_t)(outq > 0 ? outq : 0);
+    if (left < c->close_left)
+        c->deadline = now + c->lp->cfg->close_timeout_ms;
+    c->close_left = left;
+    if (c->wait_outq && outq == 0) {
+        conn_finish(c, false);
+    } else if (now >= c->deadline && c->shutdown_done) {
+        /* Our FIN is queued behind every byte: close(2) without a RST and
+         * the kernel goes on delivering what it holds. */
+        log_notice("conn %" PRIu64 ": peer did not close within %" PRIu64 " ms", c->id,
+                   c->lp->cfg->close_timeout_ms);
         conn_finish(c, false);
     } else if (now >= c->deadline) {
         log_warn("conn %" PRIu64 ": graceful close made no progress for %" PRIu64
@@ -733,4 +817,10 @@ size_t conn_force_close(struct conn *c)
         return 0;
     conn_finish(c, !(c->state == CONN_CLOSING && c->shutdown_done));
     return lost;
+}
+
+const char *conn_state_name(const struct conn *c)
+{
+    static const char *const names[] = {"connecting", "open", "closing", "closed"};
+    return names[c->state];
 }

@@ -58,9 +58,12 @@ struct conn {
 
     uint32_t mute_mask;
     uint64_t deadline; /* graceful close: abort when no progress by then */
+    size_t close_left; /* graceful close: bytes still leaving at the last sweep */
 
     uint64_t bytes_in, bytes_out;
-    uint64_t created_ms;
+    uint64_t created_ms;     /* wall clock */
+    uint64_t last_active_ms; /* loop clock (uv_now) of the last read or write */
+    const char *why;         /* why it is closing: a static string */
 
     bool reading : 1;        /* uv_read_start is in force */
     bool paused : 1;         /* received() returned false: resume next turn */
@@ -100,12 +103,18 @@ void conn_connect_failed(struct conn *c, const char *reason);
 
 /* Host functions (see connd/plugin.h for their contracts). */
 int conn_write(struct conn *c, const void *data, size_t len);
+/* A control-socket write: bypasses sent(), always queued, and reported by
+ * a sent or send_failed event carrying `token` once libuv is done. */
+int conn_write_token(struct conn *c, const void *data, size_t len, uint64_t token);
 int conn_writev(struct conn *c, const struct iovec *iov, int n);
 int conn_mute(struct conn *c, uint32_t bit);
 int conn_unmute(struct conn *c, uint32_t bit);
 int conn_expect(struct conn *c, size_t qty);
+/* `reason` must be a static string: it is kept for the closed event. */
 int conn_close(struct conn *c, const char *reason);
 int conn_abort(struct conn *c, const char *reason);
+/* "connecting", "open", "closing" or "closed". */
+const char *conn_state_name(const struct conn *c);
 int conn_set_notify(struct conn *c, struct plugin *p);
 int conn_fd(const struct conn *c);
 

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "events.h"
 #include "log.h"
 #include "loop.h"
 #include "plugin.h"
@@ -60,6 +61,8 @@ static void listener_free(struct listener *l)
             break;
         }
     free(l->name);
+    free(l->host);
+    free(l->port);
     free(l);
 }
 
@@ -76,8 +79,17 @@ static void listener_handle_closed_cb(uv_handle_t *h)
     listener_maybe_free(l);
 }
 
+static const char *listener_why(unsigned why)
+{
+    return why == LISTENER_PAUSE_LIMIT    ? "limit"
+           : why == LISTENER_PAUSE_EMFILE ? "emfile"
+                                          : "ctl";
+}
+
 void listener_pause(struct listener *l, unsigned why)
 {
+    if (why & ~l->paused)
+        events_listener(l->lp, EV_LISTENER_PAUSED, l, listener_why(why));
     l->paused |= why;
     if (l->polling) {
         uv_poll_stop(&l->poll);
@@ -89,6 +101,8 @@ static void listener_accept_cb(uv_poll_t *h, int status, int events);
 
 void listener_resume(struct listener *l, unsigned why)
 {
+    if (why & l->paused)
+        events_listener(l->lp, EV_LISTENER_RESUMED, l, listener_why(why));
     l->paused &= ~why;
     if (!l->paused && !l->closed && !l->polling) {
         int rc = uv_poll_start(&l->poll, UV_READABLE, listener_accept_cb);
@@ -110,7 +124,11 @@ static void listener_accept_cb(uv_poll_t *h, int status, int events)
 
     (void)events;
     if (status < 0) {
+        /* libuv stopped the watcher; try again after a pause. */
         log_warn("listener %s: poll: %s", l->name, uv_strerror(status));
+        l->polling = false;
+        listener_pause(l, LISTENER_PAUSE_EMFILE);
+        uv_timer_start(&l->retry, listener_retry_cb, LISTENER_EMFILE_RETRY_MS, 0);
         return;
     }
     /* A bounded batch, so that one busy listener cannot starve the loop. */
@@ -213,7 +231,12 @@ int listener_start(struct loop *lp, const struct config_listener *cfg, struct pl
     struct listener *l;
     int rc;
 
-    if (!(l = calloc(1, sizeof(*l))) || !(l->name = strdup(cfg->name))) {
+    if (!(l = calloc(1, sizeof(*l))) || !(l->name = strdup(cfg->name)) ||
+        !(l->host = strdup(cfg->host)) || !(l->port = strdup(cfg->port))) {
+        if (l) {
+            free(l->name);
+            free(l->host);
+        }
         free(l);
         return -ENOMEM;
     }
@@ -224,12 +247,22 @@ int listener_start(struct loop *lp, const struct config_listener *cfg, struct pl
     if ((rc = l->fd = listener_open_socket(l, cfg)) < 0) {
         listener_notify(l, p->notify.not_listening);
         free(l->name);
+        free(l->host);
+        free(l->port);
         free(l);
         return rc;
     }
     if (getsockname(l->fd, (struct sockaddr *)&ss, &sslen) == 0)
         listener_format_addr((struct sockaddr *)&ss, l->local, sizeof(l->local));
-    uv_poll_init_socket(&lp->uv, &l->poll, l->fd);
+    if ((rc = uv_poll_init_socket(&lp->uv, &l->poll, l->fd)) < 0) {
+        log_err("listener %s: %s", l->name, uv_strerror(rc));
+        close(l->fd);
+        free(l->name);
+        free(l->host);
+        free(l->port);
+        free(l);
+        return rc;
+    }
     uv_timer_init(&lp->uv, &l->retry);
     l->poll.data = l->retry.data = l;
     l->handles = 2;
@@ -237,6 +270,7 @@ int listener_start(struct loop *lp, const struct config_listener *cfg, struct pl
     lp->listeners = l;
     listener_resume(l, 0);
     log_notice("listener %s: listening on %s (plugin %s)", l->name, l->local, p->name);
+    events_listener(lp, EV_LISTENER_ADDED, l, NULL);
     listener_notify(l, p->notify.listening);
     *out = l;
     return 0;
@@ -253,5 +287,21 @@ void listener_stop(struct listener *l)
     close(l->fd); /* the poll is stopped: the fd has left the loop's epoll set */
     l->fd = -1;
     log_info("listener %s: closed (%zu connections stay)", l->name, l->active);
+    events_listener(l->lp, EV_LISTENER_REMOVED, l, NULL);
     listener_notify(l, l->plugin->notify.listener_closed);
+}
+
+bool listener_same(const struct listener *l, const struct config_listener *cfg)
+{
+    return strcmp(l->host, cfg->host) == 0 && strcmp(l->port, cfg->port) == 0 &&
+           strcmp(l->plugin->name, cfg->plugin) == 0 && l->limit == cfg->limit &&
+           memcmp(&l->lim, &cfg->lim, sizeof(l->lim)) == 0;
+}
+
+struct listener *listener_find(struct loop *lp, const char *name)
+{
+    for (struct listener *l = lp->listeners; l; l = l->next)
+        if (!l->closed && strcmp(l->name, name) == 0)
+            return l;
+    return NULL;
 }

@@ -27,6 +27,7 @@ struct listener {
     struct listener *next;
     struct loop *lp;
     char *name;
+    char *host, *port; /* as configured, to tell a changed listener on reload */
     struct plugin *plugin;
     unsigned limit;
     struct conn_limits lim;
@@ -54,8 +55,13 @@ int listener_start(struct loop *lp, const struct config_listener *cfg, struct pl
 void listener_stop(struct listener *l);
 /* A connection accepted by l is gone. */
 void listener_conn_closed(struct listener *l);
+/* Pause for the reasons in `why` (LISTENER_PAUSE_*); resume lifts them. */
 void listener_pause(struct listener *l, unsigned why);
 void listener_resume(struct listener *l, unsigned why);
+/* Whether the running listener l was started from the same settings. */
+bool listener_same(const struct listener *l, const struct config_listener *cfg);
+/* The live (not stopped) listener named `name`, or NULL. */
+struct listener *listener_find(struct loop *lp, const char *name);
 /* Format a socket address as "1.2.3.4:80" or "[::1]:80". */
 void listener_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 

@@ -17,6 +17,7 @@
 
 #include "conn.h"
 #include "connect.h"
+#include "control.h"
 #include "listener.h"
 #include "log.h"
 #include "plugin.h"
@@ -53,6 +54,14 @@ uint32_t loop_mute_bit(struct loop *lp, const char *reason)
         return 0;
     memcpy(lp->mute_reasons[free_slot], reason, len + 1);
     return 1u << free_slot;
+}
+
+const char *loop_mute_name(const struct loop *lp, uint32_t bit)
+{
+    for (int i = 0; i < LOOP_MAX_MUTE_REASONS; i++)
+        if (bit == 1u << i)
+            return lp->mute_reasons[i];
+    return "?";
 }
 
 /* ---- per-iteration machinery ------------------------------------------ */
@@ -187,7 +196,10 @@ static void loop_signal_cb(uv_signal_t *h, int signum)
     struct loop *lp = h->data;
 
     if (signum == SIGHUP) {
-        log_notice("SIGHUP: config reload is not supported by this build; ignored");
+        char err[512];
+        log_notice("SIGHUP: reloading %s", lp->config_path ? lp->config_path : "(none)");
+        if (loop_reload(lp, err, sizeof(err)) < 0)
+            log_err("reload refused, old config kept: %s", err);
         return;
     }
     log_notice("%s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -210,6 +222,7 @@ static void loop_finish(struct loop *lp)
         return;
     lp->finished = true;
     lp->stopping = true;
+    control_stop(lp->ctl);
     for (struct listener *l = lp->listeners; l; l = l->next)
         listener_stop(l);
     loop_close_handle((uv_handle_t *)&lp->shutdown_timer);
@@ -227,27 +240,33 @@ static void loop_finish(struct loop *lp)
     log_info("stopped");
 }
 
+int loop_start_connection(struct loop *lp, const struct config_connection *cc)
+{
+    struct connect_params prm = {.family = cc->family, .from = cc->from, .lim = &cc->lim};
+    struct plugin *p = plugin_find(lp, cc->plugin);
+    struct conn *c;
+    int rc;
+
+    if ((rc = connect_start(lp, p, cc->host, cc->port, &prm, &c)) < 0) {
+        log_err("connection %s: %s", cc->name, strerror(-rc));
+        return rc;
+    }
+    log_info("connection %s: conn %" PRIu64 " connecting to %s:%s", cc->name, c->id,
+             cc->host, cc->port);
+    return 0;
+}
+
 static int loop_start_connections(struct loop *lp)
 {
     for (size_t i = 0; i < lp->cfg->n_connections; i++) {
-        const struct config_connection *cc = &lp->cfg->connections[i];
-        struct connect_params prm = {
-            .family = cc->family, .from = cc->from, .lim = &cc->lim};
-        struct plugin *p = plugin_find(lp, cc->plugin);
-        struct conn *c;
-        int rc;
-
-        if ((rc = connect_start(lp, p, cc->host, cc->port, &prm, &c)) < 0) {
-            log_err("connection %s: %s", cc->name, strerror(-rc));
+        int rc = loop_start_connection(lp, &lp->cfg->connections[i]);
+        if (rc < 0)
             return rc;
-        }
-        log_info("connection %s: conn %" PRIu64 " connecting to %s:%s", cc->name, c->id,
-                 cc->host, cc->port);
     }
     return 0;
 }
 
-int loop_init(struct loop *lp, struct config *cfg)
+int loop_init(struct loop *lp, struct config *cfg, const char *config_path)
 {
     char err[512];
     struct plugin **tail;
@@ -255,6 +274,8 @@ int loop_init(struct loop *lp, struct config *cfg)
 
     memset(lp, 0, sizeof(*lp));
     lp->cfg = cfg;
+    if (config_path && !(lp->config_path = strdup(config_path)))
+        return -ENOMEM;
     lp->rdhup_fd = -1;
     lp->start_ms = loop_wall_ms();
     list_init(&lp->conns);
@@ -313,6 +334,8 @@ int loop_init(struct loop *lp, struct config *cfg)
     }
     if ((rc = loop_start_connections(lp)) < 0)
         return rc;
+    if ((rc = control_start(lp)) < 0)
+        return rc;
     log_notice("ready: %zu listeners, %zu plugins, %zu outgoing connections",
                cfg->n_listeners, cfg->n_plugins, cfg->n_connections);
     return 0;
@@ -338,6 +361,9 @@ void loop_close(struct loop *lp)
     }
     if (lp->rdhup_fd >= 0)
         close(lp->rdhup_fd);
+    idmap_free(&lp->by_id);
     config_free(lp->cfg);
     lp->cfg = NULL;
+    free(lp->config_path);
+    lp->config_path = NULL;
 }

@@ -9,12 +9,15 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <uv.h>
 
 #include "config.h"
+#include "idmap.h"
 #include "list.h"
 
 struct conn;
+struct control;
 struct listener;
 struct plugin;
 
@@ -33,7 +36,12 @@ struct loop {
     struct plugin *plugins;     /* load order */
     struct listener *listeners; /* config order */
     struct list conns;          /* every connection until its close callback */
+    struct idmap by_id;         /* the same, by id */
     size_t n_conns;
+    char *config_path;          /* for daemon.reload; NULL when built in-process */
+
+    struct control *ctl;  /* the control socket, when started */
+    size_t n_subscribers; /* control clients subscribed to events */
     uint64_t next_conn_id;
 
     /* A read turn: bumped once per loop iteration, after the poll phase. */
@@ -62,14 +70,24 @@ struct loop {
     char mute_reasons[LOOP_MAX_MUTE_REASONS][LOOP_MUTE_REASON_LEN];
 
     uint64_t start_ms; /* wall clock at start, for uptime */
+    uint64_t next_write_token; /* conn.write tokens */
 };
 
 /*
- * Set up the loop for cfg (taken: freed by loop_close), load every plugin,
- * start every listener and outgoing connection. Returns 0 or a negative
+ * Set up the loop for cfg (taken: freed by loop_close), read from
+ * config_path (kept for reloads; may be NULL), load every plugin, start
+ * every listener, outgoing connection and the control socket. Returns 0 or a negative
  * errno after logging the reason; on failure call loop_close().
  */
-int loop_init(struct loop *lp, struct config *cfg);
+int loop_init(struct loop *lp, struct config *cfg, const char *config_path);
+/* Start the outgoing connection cc describes. */
+int loop_start_connection(struct loop *lp, const struct config_connection *cc);
+/* Re-read config_path and apply the difference (reload.c): new plugins
+ * load, listeners are added, removed or rebound when changed (unchanged
+ * ones keep their sockets), new outgoing connections start. A config that
+ * does not parse, or a plugin or listener that fails, rejects the reload:
+ * the old config keeps running. Returns 0 or -1 with the reason in err. */
+int loop_reload(struct loop *lp, char *err, size_t errlen);
 /* Run until shutdown finished. Returns 0. */
 int loop_run(struct loop *lp);
 /* Stop accepting, close every connection gracefully, abort what is left
@@ -81,6 +99,8 @@ void loop_close(struct loop *lp);
 /* Bit for a mute reason name (NULL: "plugin"), interning it; 0 when the
  * name is invalid or the table is full. */
 uint32_t loop_mute_bit(struct loop *lp, const char *reason);
+/* The name of a single mute reason bit. */
+const char *loop_mute_name(const struct loop *lp, uint32_t bit);
 /* Called by conn.c when a connection is freed: finishes a shutdown. */
 void loop_conn_gone(struct loop *lp);
 /* Queue c to deliver buffered bytes and read again on the next turn. */

@@ -103,7 +103,7 @@ int main(int argc, char **argv)
     }
     /* Writes to a closed socket must come back as EPIPE, not kill us. */
     signal(SIGPIPE, SIG_IGN);
-    if (loop_init(&lp, cfg) < 0) {
+    if (loop_init(&lp, cfg, config_path) < 0) {
         log_err("exiting: start-up failed");
         loop_close(&lp);
         return 1;

@@ -158,6 +158,7 @@ static void ptimer_close_cb(uv_handle_t *h)
 
 static void ptimer_free(struct ptimer *pt)
 {
+    pt->stopped = true; /* a later timer_stop(), e.g. from fini(), is a no-op */
     if (pt->prev)
         pt->prev->next = pt->next;
     else
@@ -206,10 +207,11 @@ static void h_timer_stop(struct connd_timer *t)
 
     if (!pt || pt->stopped)
         return;
-    pt->stopped = true;
-    uv_timer_stop(&pt->t);
-    if (!pt->firing)
-        ptimer_free(pt); /* else freed when its callback returns */
+    if (pt->firing) {
+        pt->stopped = true; /* freed when its callback returns */
+        return;
+    }
+    ptimer_free(pt);
 }
 
 /* ---- host functions --------------------------------------------------- */
@@ -247,7 +249,7 @@ static int h_close(struct connd_conn *c, const char *reason)
     if (k->state == CONN_OPEN || k->state == CONN_CONNECTING)
         log_info("conn %" PRIu64 ": close by plugin %s: %s", k->id, k->plugin->name,
                  reason ? reason : "no reason given");
-    return conn_close(k, reason ? reason : "plugin");
+    return conn_close(k, "plugin close"); /* the reason is borrowed: logged above */
 }
 
 static int h_abort(struct connd_conn *c, const char *reason)
@@ -256,7 +258,7 @@ static int h_abort(struct connd_conn *c, const char *reason)
     if (k->state != CONN_CLOSED)
         log_info("conn %" PRIu64 ": abort by plugin %s: %s", k->id, k->plugin->name,
                  reason ? reason : "no reason given");
-    return conn_abort(k, reason ? reason : "plugin");
+    return conn_abort(k, "plugin abort");
 }
 
 static int h_set_notify(struct connd_conn *c, const char *name)
@@ -373,9 +375,12 @@ static int h_connect(struct connd_plugin *cp, const char *host, const char *port
 
     if (!host || !port)
         return -EINVAL;
-    /* A connection must not outlive a plugin whose init() then fails. */
+    /* A connection must not outlive a plugin whose init() then fails, nor
+     * keep a shutting-down daemon alive. */
     if (!p->ready)
         return -EAGAIN;
+    if (p->lp->stopping)
+        return -ESHUTDOWN;
     if (opts) {
         if (opts->family != CONND_FAMILY_ANY && opts->family != CONND_FAMILY_IPV4 &&
             opts->family != CONND_FAMILY_IPV6)

@@ -107,6 +107,12 @@ static int daemon_spawn(struct daemon *d, const char *config_json,
     argv[argc++] = d->cfg_path;
     argv[argc++] = "--log-level";
     argv[argc++] = "debug";
+    /* Each daemon gets its own control socket unless the test picks one. */
+    snprintf(d->ctl_path, sizeof(d->ctl_path), "%s/control.sock", d->dir);
+    if (!strstr(config_json, "\"control\"")) {
+        argv[argc++] = "-s";
+        argv[argc++] = d->ctl_path;
+    }
     for (int i = 0; extra_args && extra_args[i] && argc < 30; i++)
         argv[argc++] = extra_args[i];
     argv[argc] = NULL;

@@ -19,6 +19,7 @@ struct daemon {
     size_t log_mark; /* daemon_wait_log searches from here */
     char dir[64];    /* private temp directory */
     char cfg_path[96];
+    char ctl_path[96]; /* control socket: -s DIR/control.sock unless configured */
     int status; /* wait status once exited, else -1 */
 };
 

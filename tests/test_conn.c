@@ -885,6 +885,110 @@ START_TEST(test_conn_write_past_max_pending_is_refused)
 }
 END_TEST
 
+/* ---- found in review ------------------------------------------------------ */
+
+/* A plugin that stops its own repeating timer in fini(): plugin_unload()
+ * already uv_close()d it, so timer_stop() closes it a second time. */
+START_TEST(test_conn_plugin_may_stop_its_timer_in_fini)
+{
+    int rc;
+
+    start_testplug("{\"fini_timer\":true}", "");
+    rc = daemon_stop(&D, SIGTERM, 5000);
+    EXPECT(rc == 0, "connd exit %d (status 0x%x) after a plugin stopped its timer in fini()",
+           rc, D.status);
+    d_started = true;
+}
+END_TEST
+
+/* A graceful close of a large write to a slow but steadily reading peer is
+ * reset after close_timeout_ms, because progress is only seen when a whole
+ * wreq completes (and, after the FIN, the kernel's queue is dropped by RST). */
+START_TEST(test_conn_graceful_close_waits_for_a_slow_reader)
+{
+    enum { TOTAL = 16 * 1024 * 1024 };
+    static uint8_t buf[65536];
+    size_t got = 0;
+    int fd, err = 0;
+
+    start_config(
+        "{\"control\":{\"path\":\"@DIR@/control.sock\"},\"plugin_dir\":\"@PLUGINS@\","
+        "\"close_timeout_ms\":1000,\"shutdown_timeout_ms\":2000,"
+        "\"plugins\":[" TESTPLUG("tp", "{\"greet\":16777216,\"close_after_greet\":true}")
+        "],\"listeners\":[" LISTENER("l", "tp", "") "]}");
+    fd = client("l");
+    /* ~4 MB/s: the whole transfer takes ~4 s, progress every 16 ms. */
+    while (got < TOTAL) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n <= 0) {
+            err = n == 0 ? -EPIPE : -errno;
+            break;
+        }
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != (uint8_t)((got + (size_t)i) % 251)) {
+                err = -EILSEQ;
+                break;
+            }
+        if (err)
+            break;
+        got += (size_t)n;
+        usleep(16000);
+    }
+    EXPECT(err == 0 && got == TOTAL,
+           "graceful close to a slow reader lost data: %zu of %d bytes, then %s", got,
+           TOTAL, strerror(-err));
+    close(fd);
+}
+END_TEST
+
+/* A plugin that reconnects from closed() (a persistent upstream) keeps the
+ * daemon from ever finishing a shutdown: connect() is not refused while
+ * stopping. */
+START_TEST(test_conn_no_new_connections_during_shutdown)
+{
+    char json[2048];
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1, rc;
+
+    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    ck_assert_int_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(ls, 128), 0);
+    getsockname(ls, (struct sockaddr *)&sa, &sl);
+    snprintf(json, sizeof(json),
+             "{\"control\":{\"path\":\"@DIR@/control.sock\"},\"plugin_dir\":\"@PLUGINS@\","
+             "\"shutdown_timeout_ms\":500,\"plugins\":["
+             "{\"name\":\"tp\",\"file\":\"@TPLUGINS@/testplug.so\",\"config\":"
+             "{\"connect\":\"127.0.0.1:%d\",\"reconnect\":true}}],\"listeners\":[]}",
+             ntohs(sa.sin_port));
+    start_config(json);
+    EXPECT(wait_count("plugin tp: connected id=", 1, 3000), "no connection");
+    rc = daemon_stop(&D, SIGTERM, 4000);
+    EXPECT(rc == 0, "connd did not finish its shutdown (rc %d): %d connects so far", rc,
+           daemon_count_log(&D, "plugin tp: connect rc=0"));
+    close(ls);
+}
+END_TEST
+
+/* sent() keeps being called for the remaining iovecs of a writev after an
+ * earlier sent() closed the connection. */
+START_TEST(test_conn_no_sent_after_close_in_sent)
+{
+    unsigned long long id;
+    int fd;
+
+    start_testplug("{\"echo\":true,\"writev\":true,\"close_in_sent\":true}", "");
+    fd = client("l");
+    id = accepted_id("tp", 1);
+    ck_assert_int_eq(io_write_all(fd, "abcdefghi", 9), 0);
+    EXPECT(wait_event("tp", "closed", id, 2000), "closed missing");
+    EXPECT(daemon_count_log(&D, "plugin tp: sent id=") == 1,
+           "sent() fired %d times, the last ones after the connection was aborted",
+           daemon_count_log(&D, "plugin tp: sent id="));
+    close(fd);
+}
+END_TEST
+
 static Suite *conn_suite(void)
 {
     Suite *s = suite_create("conn");
@@ -908,6 +1012,11 @@ static Suite *conn_suite(void)
         {"backpressure",
          {test_conn_throttled_then_unthrottled_once,
           test_conn_write_past_max_pending_is_refused}},
+        {"lifecycle",
+         {test_conn_plugin_may_stop_its_timer_in_fini,
+          test_conn_no_new_connections_during_shutdown,
+          test_conn_no_sent_after_close_in_sent}},
+        {"slow_close", {test_conn_graceful_close_waits_for_a_slow_reader}},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -74,10 +74,11 @@ static struct plugin *start_loop(struct loop *lp)
     struct config *cfg;
 
     snprintf(json, sizeof(json),
-             "{\"plugins\": [{\"name\": \"tp\", \"file\": \"%s/testplug.so\"}]}",
-             CONND_TEST_PLUGIN_DIR);
+             "{\"control\": {\"path\": \"/tmp/connd-test-connect-%d.sock\"},"
+             " \"plugins\": [{\"name\": \"tp\", \"file\": \"%s/testplug.so\"}]}",
+             (int)getpid(), CONND_TEST_PLUGIN_DIR);
     ck_assert_int_eq(config_parse(json, strlen(json), &cfg, err, sizeof(err)), 0);
-    ck_assert_int_eq(loop_init(lp, cfg), 0);
+    ck_assert_int_eq(loop_init(lp, cfg, NULL), 0);
     return plugin_find(lp, "tp");
 }
 

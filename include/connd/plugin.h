@@ -168,7 +168,7 @@ struct connd_host {
      * connecting(count), then connected or connect_failed, follow from the
      * loop; on success *out (if not NULL) is the new connection, which may
      * be written to at once (the bytes are queued until it is up).
-     * Returns -EAGAIN inside init(). */
+     * Returns -EAGAIN inside init() and -ESHUTDOWN once connd is stopping. */
     int (*connect)(struct connd_plugin *p, const char *host, const char *port,
                    const struct connd_connect_opts *opts, struct connd_conn **out);
 

@@ -24,6 +24,9 @@
  *   "mute_reasons": [..]   on accept mute for each reason (the first twice);
  *   "unmute_ms": N         then lift one reason every N ms, in order,
  *                          logging "unmuted id=N reason=R rc=RC"
+ *   "fini_timer": true     a 60 s repeating timer from init, stopped in fini
+ *   "reconnect": true      closed() of an outgoing connection connects again
+ *   "close_in_sent": true  sent() logs "sent id=N len=L", aborts and drops
  *   "bye": true            on the first received(): write "BYE\n", close
  *   "sockopts": true       on accept: nodelay, keepalive, get/setsockopt and
  *                          addresses, logged as "sockopts id=N ..."
@@ -44,6 +47,8 @@ struct tp {
     struct connd_plugin *self;
     bool echo, log_received, pause, close_after_greet, abort_on_accept;
     bool sent_upper, writev, sockopts, bye;
+    bool fini_timer, reconnect, close_in_sent;
+    struct connd_timer *fini_t;
     char drop[32];
     long timer_ms, unmute_ms;
     char reasons[4][16];
@@ -57,6 +62,11 @@ struct tp {
 };
 
 #define LOG(tp, ...) (tp)->h->log((tp)->self, CONND_LOG_NOTICE, __VA_ARGS__)
+
+static void tp_noop(void *arg)
+{
+    (void)arg;
+}
 
 static void tp_connect_now(void *arg)
 {
@@ -94,6 +104,9 @@ static int tp_init(const struct connd_host *h, struct connd_plugin *self,
     tp->family = (int)json_integer_value(json_object_get(cfg, "family"));
     tp->writev = json_is_true(json_object_get(cfg, "writev"));
     tp->bye = json_is_true(json_object_get(cfg, "bye"));
+    tp->fini_timer = json_is_true(json_object_get(cfg, "fini_timer"));
+    tp->reconnect = json_is_true(json_object_get(cfg, "reconnect"));
+    tp->close_in_sent = json_is_true(json_object_get(cfg, "close_in_sent"));
     tp->unmute_ms = (long)json_integer_value(json_object_get(cfg, "unmute_ms"));
     json_t *rs = json_object_get(cfg, "mute_reasons");
     for (size_t i = 0; i < json_array_size(rs) && tp->n_reasons < 4; i++)
@@ -120,6 +133,8 @@ static int tp_init(const struct connd_host *h, struct connd_plugin *self,
     }
     json_decref(cfg);
     *state = tp;
+    if (tp->fini_timer)
+        tp->fini_t = h->timer_start(self, 60000, 60000, tp_noop, tp);
     if (tp->connect_host[0]) {
         /* connect() is refused inside init(): do it from the loop. */
         LOG(tp, "connect from init rc=%d", h->connect(self, "127.0.0.1", "1", NULL, NULL));
@@ -130,7 +145,10 @@ static int tp_init(const struct connd_host *h, struct connd_plugin *self,
 
 static void tp_fini(void *state)
 {
-    free(state);
+    struct tp *tp = state;
+    if (tp->fini_t) /* a plugin tidying up its own repeating timer */
+        tp->h->timer_stop(tp->fini_t);
+    free(tp);
 }
 
 static unsigned long long cid(struct tp *tp, struct connd_conn *c)
@@ -352,7 +370,11 @@ static enum connd_sent tp_sent(void *state, struct connd_conn *c, const uint8_t 
     struct tp *tp = state;
     size_t dl = strlen(tp->drop);
 
-    (void)c;
+    if (tp->close_in_sent) {
+        LOG(tp, "sent id=%llu len=%zu", cid(tp, c), len);
+        tp->h->abort(c, "close_in_sent");
+        return CONND_SENT_DROP;
+    }
     if (dl && len >= dl && memcmp(data, tp->drop, dl) == 0)
         return CONND_SENT_DROP;
     if (!tp->sent_upper)
@@ -371,6 +393,8 @@ static void tp_closed(void *state, struct connd_conn *c)
     struct tp_timers *t = tp->timer_ms > 0 ? tp->h->get_user(c) : NULL;
 
     LOG(tp, "closed id=%llu", cid(tp, c));
+    if (tp->reconnect && !tp->h->listener_name(c))
+        tp_connect_now(tp);
     if (t) {
         if (t->once)
             tp->h->timer_stop(t->once);

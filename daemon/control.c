@@ -1,0 +1,419 @@
+/*
+ * control.c: the control socket's transport. The listening socket is made
+ * here (stale-socket check, mode set through the umask so it is never
+ * wider, even for an instant) and accepted with accept4 from a uv_poll.
+ * One spare fd is held back so that a control client can still be accepted
+ * when listeners have used up the process's descriptors.
+ *
+ * Each client is a uv_pipe_t. Input is split into lines of at most
+ * CTL_LINE_MAX bytes; each complete line goes to rpc_handle_line(), whose
+ * reply is queued before the next line is read, so replies come in request
+ * order. Output is bounded: above CTL_OUT_PAUSE the client's requests are
+ * not read, above CTL_EVENT_MAX its events are dropped and counted (the
+ * count arrives later as one events_lost event), and a client whose output
+ * makes no progress for CTL_STALL_MS, or passes CTL_OUT_MAX, is dropped.
+ */
+#include "control.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "rpc.h"
+
+struct ctl_wreq {
+    uv_write_t req;
+    size_t len;
+    char data[];
+};
+
+static void client_read_update(struct ctl_client *cl);
+
+/* ---- clients ----------------------------------------------------------- */
+
+static void client_closed_cb(uv_handle_t *h)
+{
+    struct ctl_client *cl = h->data;
+    free(cl->in);
+    free(cl);
+}
+
+void control_client_close(struct ctl_client *cl)
+{
+    if (cl->closing)
+        return;
+    cl->closing = true;
+    list_del(&cl->link);
+    if (list_linked(&cl->sub_link)) {
+        list_del(&cl->sub_link);
+        cl->ctl->lp->n_subscribers--;
+    }
+    cl->ctl->n_clients--;
+    uv_close((uv_handle_t *)&cl->pipe, client_closed_cb);
+}
+
+static void client_write_cb(uv_write_t *req, int status)
+{
+    struct ctl_wreq *w = container_of(req, struct ctl_wreq, req);
+    struct ctl_client *cl = req->handle->data;
+
+    cl->out_pending -= w->len;
+    free(w);
+    if (cl->closing)
+        return;
+    if (status < 0) {
+        log_debug("control: client pid %d: write: %s", (int)cl->pid, uv_err_name(status));
+        control_client_close(cl);
+        return;
+    }
+    cl->stalled_since = cl->out_pending ? uv_now(&cl->ctl->lp->uv) : 0;
+    rpc_client_drained(cl);
+    client_read_update(cl);
+}
+
+int control_send(struct ctl_client *cl, const char *text, size_t len, bool is_event)
+{
+    struct ctl_wreq *w;
+    uv_buf_t b;
+    int rc;
+
+    if (cl->closing)
+        return -EPIPE;
+    if (is_event && cl->out_pending > CTL_EVENT_MAX) {
+        cl->ev_lost++;
+        return 0;
+    }
+    if (cl->out_pending + len > CTL_OUT_MAX) {
+        log_warn("control: client pid %d: more than %d bytes of replies unread, dropped",
+                 (int)cl->pid, CTL_OUT_MAX);
+        control_client_close(cl);
+        return -ENOBUFS;
+    }
+    if (!(w = malloc(sizeof(*w) + len + 1))) {
+        control_client_close(cl);
+        return -ENOMEM;
+    }
+    memcpy(w->data, text, len);
+    w->data[len] = '\n';
+    w->len = len + 1;
+    b = uv_buf_init(w->data, (unsigned)w->len);
+    if ((rc = uv_write(&w->req, (uv_stream_t *)&cl->pipe, &b, 1, client_write_cb)) < 0) {
+        free(w);
+        control_client_close(cl);
+        return rc;
+    }
+    if (!cl->out_pending)
+        cl->stalled_since = uv_now(&cl->ctl->lp->uv);
+    cl->out_pending += w->len;
+    return 0;
+}
+
+static void client_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct ctl_client *cl = h->data;
+
+    (void)suggested;
+    if (cl->in_cap - cl->in_len < 4096) {
+        size_t cap = cl->in_cap ? cl->in_cap * 2 : 8192;
+        char *in;
+        if (cap > CTL_LINE_MAX + 65536)
+            cap = CTL_LINE_MAX + 65536;
+        if (cap <= cl->in_cap || !(in = realloc(cl->in, cap))) {
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
+        cl->in = in;
+        cl->in_cap = cap;
+    }
+    *buf = uv_buf_init(cl->in + cl->in_len, (unsigned)(cl->in_cap - cl->in_len));
+}
+
+/* Handle every complete line in the buffer, in order, while the client can
+ * take replies; keep the incomplete tail. */
+static void client_process(struct ctl_client *cl)
+{
+    size_t start = 0;
+
+    while (!cl->closing && cl->out_pending <= CTL_OUT_PAUSE) {
+        char *nl = memchr(cl->in + cl->scanned, '\n', cl->in_len - cl->scanned);
+        size_t len;
+
+        if (!nl) {
+            cl->scanned = cl->in_len;
+            break;
+        }
+        len = (size_t)(nl - (cl->in + start));
+        if (cl->discarding) {
+            cl->discarding = false; /* the oversized line ends here */
+        } else if (len > CTL_LINE_MAX) {
+            rpc_reply_oversized(cl);
+        } else {
+            *nl = '\0';
+            rpc_handle_line(cl, cl->in + start, len);
+        }
+        start = (size_t)(nl - cl->in) + 1;
+        cl->scanned = start;
+    }
+    if (cl->closing)
+        return;
+    /* A line longer than the limit without its newline yet: answer now,
+     * then drop input up to the newline. */
+    if (!cl->discarding && cl->in_len - start > CTL_LINE_MAX &&
+        !memchr(cl->in + start, '\n', cl->in_len - start)) {
+        rpc_reply_oversized(cl);
+        cl->discarding = true;
+        start = cl->in_len;
+    } else if (cl->discarding && start < cl->in_len && cl->scanned == cl->in_len) {
+        start = cl->in_len; /* still inside the oversized line */
+    }
+    memmove(cl->in, cl->in + start, cl->in_len - start);
+    cl->in_len -= start;
+    cl->scanned -= start;
+}
+
+static void client_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct ctl_client *cl = s->data;
+
+    (void)buf;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            log_debug("control: client pid %d: read: %s", (int)cl->pid,
+                      uv_err_name((int)nread));
+        control_client_close(cl); /* a request cut off mid-line is dropped */
+        return;
+    }
+    cl->in_len += (size_t)nread;
+    client_process(cl);
+    client_read_update(cl);
+}
+
+/* Read requests only while the client takes its replies. */
+static void client_read_update(struct ctl_client *cl)
+{
+    bool want = !cl->closing && cl->out_pending <= CTL_OUT_PAUSE;
+
+    if (want && cl->in_len > cl->scanned) {
+        client_process(cl); /* lines held while paused */
+        want = !cl->closing && cl->out_pending <= CTL_OUT_PAUSE;
+    }
+    if (cl->closing || want == cl->reading)
+        return;
+    if (want)
+        uv_read_start((uv_stream_t *)&cl->pipe, client_alloc_cb, client_read_cb);
+    else
+        uv_read_stop((uv_stream_t *)&cl->pipe);
+    cl->reading = want;
+}
+
+static enum ctl_role client_role(struct control *ctl, uid_t uid)
+{
+    const struct config *cfg = ctl->lp->cfg;
+
+    if (uid == 0 || uid == geteuid())
+        return CTL_ROLE_ADMIN;
+    if (!cfg->n_admin_uids && !cfg->n_readonly_uids)
+        return CTL_ROLE_ADMIN; /* no roles configured: the socket mode decides */
+    for (size_t i = 0; i < cfg->n_admin_uids; i++)
+        if (cfg->admin_uids[i] == uid)
+            return CTL_ROLE_ADMIN;
+    for (size_t i = 0; i < cfg->n_readonly_uids; i++)
+        if (cfg->readonly_uids[i] == uid)
+            return CTL_ROLE_READONLY;
+    return CTL_ROLE_NONE;
+}
+
+static void client_new(struct control *ctl, int fd)
+{
+    struct ctl_client *cl = calloc(1, sizeof(*cl));
+    struct ucred cred = {.pid = 0, .uid = (uid_t)-1};
+    socklen_t len = sizeof(cred);
+
+    if (!cl || uv_pipe_init(&ctl->lp->uv, &cl->pipe, 0) < 0) {
+        free(cl);
+        close(fd);
+        return;
+    }
+    cl->pipe.data = cl;
+    cl->ctl = ctl;
+    list_init(&cl->sub_link);
+    list_add_tail(&ctl->clients, &cl->link);
+    ctl->n_clients++;
+    if (uv_pipe_open(&cl->pipe, fd) < 0) {
+        close(fd);
+        control_client_close(cl);
+        return;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        cl->uid = cred.uid;
+        cl->pid = cred.pid;
+    }
+    cl->role = client_role(ctl, cl->uid);
+    log_debug("control: client pid %d uid %d connected", (int)cl->pid, (int)cl->uid);
+    client_read_update(cl);
+}
+
+/* ---- server ------------------------------------------------------------ */
+
+static void control_accept_cb(uv_poll_t *h, int status, int events)
+{
+    struct control *ctl = h->data;
+
+    (void)events;
+    if (status < 0)
+        return;
+    for (int i = 0; i < 16; i++) {
+        int fd = accept4(ctl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && ctl->spare_fd >= 0) {
+            /* Out of descriptors: spend the spare on this client. */
+            close(ctl->spare_fd);
+            ctl->spare_fd = -1;
+            fd = accept4(ctl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        }
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN)
+                log_warn("control: accept: %s", strerror(errno));
+            return;
+        }
+        client_new(ctl, fd);
+        if (ctl->spare_fd < 0)
+            ctl->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+}
+
+static void control_stall_cb(uv_timer_t *t)
+{
+    struct control *ctl = t->data;
+    uint64_t now = uv_now(&ctl->lp->uv);
+
+    for (struct list *n = ctl->clients.next, *next; n != &ctl->clients; n = next) {
+        struct ctl_client *cl = container_of(n, struct ctl_client, link);
+        next = n->next;
+        if (cl->out_pending && cl->stalled_since &&
+            now - cl->stalled_since >= CTL_STALL_MS) {
+            log_warn("control: client pid %d uid %d reads no replies (%zu bytes waiting), "
+                     "dropped",
+                     (int)cl->pid, (int)cl->uid, cl->out_pending);
+            control_client_close(cl);
+        }
+    }
+}
+
+/* Make the listening socket: refuse when a live daemon answers at the path,
+ * replace a stale socket file, and bind under a umask so the socket never
+ * exists with a wider mode than configured. */
+static int control_socket(const char *path, mode_t mode)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    struct stat st;
+    mode_t old;
+    int fd, rc;
+
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        log_err("control: %s: path longer than %zu bytes", path, sizeof(sun.sun_path) - 1);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            log_err("control: %s: exists and is not a socket", path);
+            return -EEXIST;
+        }
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 ? 0 : -errno;
+        close(fd);
+        if (rc == 0) {
+            log_err("control: %s: another connd is answering there", path);
+            return -EADDRINUSE;
+        }
+        if (rc != -ECONNREFUSED) {
+            log_err("control: %s: %s", path, strerror(-rc));
+            return rc;
+        }
+        log_notice("control: %s: replacing a stale socket", path);
+        unlink(path);
+    }
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+        return -errno;
+    old = umask(~mode & 0777);
+    rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 ? 0 : -errno;
+    umask(old);
+    if (rc == 0 && chmod(path, mode) < 0)
+        rc = -errno;
+    if (rc == 0 && listen(fd, SOMAXCONN) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        log_err("control: %s: %s", path, strerror(-rc));
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+static void control_handle_closed_cb(uv_handle_t *h)
+{
+    struct control *ctl = h->data;
+    if (--ctl->handles == 0) {
+        free(ctl->path);
+        free(ctl);
+    }
+}
+
+int control_start(struct loop *lp)
+{
+    struct control *ctl = calloc(1, sizeof(*ctl));
+    int fd;
+
+    if (!ctl || !(ctl->path = strdup(lp->cfg->control_path))) {
+        free(ctl);
+        return -ENOMEM;
+    }
+    if ((fd = control_socket(ctl->path, lp->cfg->control_mode)) < 0) {
+        free(ctl->path);
+        free(ctl);
+        return fd;
+    }
+    ctl->lp = lp;
+    ctl->fd = fd;
+    ctl->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    list_init(&ctl->clients);
+    list_init(&ctl->subscribers);
+    uv_poll_init_socket(&lp->uv, &ctl->poll, fd);
+    uv_timer_init(&lp->uv, &ctl->stall_timer);
+    ctl->poll.data = ctl->stall_timer.data = ctl;
+    ctl->handles = 2;
+    uv_poll_start(&ctl->poll, UV_READABLE, control_accept_cb);
+    uv_timer_start(&ctl->stall_timer, control_stall_cb, 1000, 1000);
+    uv_unref((uv_handle_t *)&ctl->stall_timer);
+    lp->ctl = ctl;
+    log_notice("control: listening on %s (mode %04o)", ctl->path,
+               (unsigned)lp->cfg->control_mode);
+    return 0;
+}
+
+void control_stop(struct control *ctl)
+{
+    if (!ctl)
+        return;
+    ctl->lp->ctl = NULL;
+    while (!list_empty(&ctl->clients))
+        control_client_close(container_of(ctl->clients.next, struct ctl_client, link));
+    uv_close((uv_handle_t *)&ctl->poll, control_handle_closed_cb);
+    uv_close((uv_handle_t *)&ctl->stall_timer, control_handle_closed_cb);
+    close(ctl->fd);
+    if (ctl->spare_fd >= 0)
+        close(ctl->spare_fd);
+    unlink(ctl->path);
+}

@@ -1,0 +1,74 @@
+/*
+ * control.h: the control socket: a Unix stream socket speaking JSON-RPC 2.0,
+ * one object per line each way (SPEC section 5). control.c owns the
+ * transport (accept, line framing, bounded output, peer credentials);
+ * rpc.c validates requests and dispatches them; methods.c holds handlers;
+ * events.c fans events out to subscribers.
+ */
+#ifndef CONND_CONTROL_H
+#define CONND_CONTROL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "list.h"
+
+struct loop;
+
+#define CTL_LINE_MAX (1024 * 1024)     /* request line, newline not counted */
+#define CTL_OUT_PAUSE (1024 * 1024)    /* stop reading requests above this */
+#define CTL_EVENT_MAX (256 * 1024)     /* drop events (events_lost) above this */
+#define CTL_OUT_MAX (64 * 1024 * 1024) /* disconnect above this */
+#define CTL_STALL_MS 10000             /* disconnect after no output progress */
+
+enum ctl_role { CTL_ROLE_NONE, CTL_ROLE_READONLY, CTL_ROLE_ADMIN };
+
+struct ctl_client {
+    uv_pipe_t pipe;
+    struct control *ctl;
+    struct list link;     /* control.clients */
+    struct list sub_link; /* control.subscribers, while subscribed */
+    char *in;
+    size_t in_len, in_cap, scanned;
+    bool discarding; /* dropping the rest of an oversized line */
+    bool reading, closing;
+    size_t out_pending; /* bytes given to uv_write and not yet written */
+    uint64_t stalled_since; /* uv_now when output began to wait, or 0 */
+    uid_t uid;
+    pid_t pid;
+    enum ctl_role role;
+    /* events.subscribe */
+    uint32_t ev_types; /* bit per enum event_type */
+    uint64_t ev_conn;  /* 0: any */
+    char ev_listener[65];
+    uint64_t ev_seq, ev_lost;
+};
+
+struct control {
+    struct loop *lp;
+    char *path;
+    int fd, spare_fd; /* spare: released to accept a client at EMFILE */
+    uv_poll_t poll;
+    uv_timer_t stall_timer;
+    struct list clients;
+    struct list subscribers;
+    size_t n_clients;
+    int handles;
+};
+
+/* Create the socket at the config's path with its mode and start serving.
+ * Returns 0 or a negative errno after logging why. */
+int control_start(struct loop *lp);
+/* Close the socket (unlinking it) and every client. */
+void control_stop(struct control *ctl);
+/* Queue one line (json text without the newline) for cl. Events are
+ * dropped and counted when the client is behind; replies never are.
+ * Returns 0 or a negative errno (the client is then being closed). */
+int control_send(struct ctl_client *cl, const char *text, size_t len, bool is_event);
+/* Close cl after what is queued has been written. */
+void control_client_close(struct ctl_client *cl);
+
+#endif

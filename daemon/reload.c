@@ -1,0 +1,148 @@
+/*
+ * reload.c: SIGHUP and daemon.reload. The new config is parsed in full
+ * before anything changes; then, in an order that can be undone until the
+ * last step: new plugins load, new listeners bind, changed listeners are
+ * rebound, removed listeners stop (their connections stay), new outgoing
+ * connections start. Unchanged listeners keep their sockets, so nothing
+ * queued in their backlogs is refused. A plugin or listener that fails
+ * undoes what this reload started and the old config keeps running.
+ *
+ * Not yet: a changed plugin file or config for an existing plugin name
+ * (that is a new plugin generation, loaded with plugin.load); it is logged
+ * and left as it is. control.* changes need a restart.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "loop.h"
+#include "plugin.h"
+
+static void unload_new_plugins(struct loop *lp, struct plugin *first_new)
+{
+    struct plugin **pp;
+
+    for (pp = &lp->plugins; *pp && *pp != first_new; pp = &(*pp)->next)
+        ;
+    while (*pp) {
+        struct plugin *p = *pp;
+        *pp = p->next;
+        plugin_unload(p);
+    }
+}
+
+int loop_reload(struct loop *lp, char *err, size_t errlen)
+{
+    struct config *cfg;
+    struct plugin **tail, *first_new = NULL;
+    struct listener *started[64];
+    size_t n_started = 0;
+    int rc;
+
+    if (!lp->config_path) {
+        snprintf(err, errlen, "no config file to reload");
+        return -1;
+    }
+    if (lp->stopping) {
+        snprintf(err, errlen, "shutting down");
+        return -1;
+    }
+    if (config_load(lp->config_path, &cfg, err, errlen) < 0)
+        return -1;
+    if (strcmp(cfg->control_path, lp->cfg->control_path) != 0 ||
+        cfg->control_mode != lp->cfg->control_mode)
+        log_warn("reload: control.path and control.mode changes need a restart");
+
+    /* 1. Plugins not loaded yet. */
+    for (tail = &lp->plugins; *tail; tail = &(*tail)->next)
+        ;
+    for (size_t i = 0; i < cfg->n_plugins; i++) {
+        struct plugin *p = plugin_find(lp, cfg->plugins[i].name);
+        if (p) {
+            if (strcmp(cfg->plugins[i].file, p->path) != 0 &&
+                !strstr(p->path, cfg->plugins[i].file))
+                log_warn("reload: plugin %s: file changed; load it under a new name or "
+                         "with plugin.load",
+                         p->name);
+            continue;
+        }
+        if ((rc = plugin_load(lp, &cfg->plugins[i], cfg->plugin_dir, &p, err, errlen)) < 0)
+            goto undo;
+        *tail = p;
+        tail = &p->next;
+        if (!first_new)
+            first_new = p;
+    }
+    /* 2. Listeners with a new name bind first: a failure is undone cleanly. */
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct config_listener *cl = &cfg->listeners[i];
+        struct listener *l;
+        if (listener_find(lp, cl->name))
+            continue;
+        if (n_started == sizeof(started) / sizeof(started[0])) {
+            snprintf(err, errlen, "more than %zu new listeners in one reload", n_started);
+            goto undo;
+        }
+        if ((rc = listener_start(lp, cl, plugin_find(lp, cl->plugin), &l)) < 0) {
+            snprintf(err, errlen, "listener %s: %s:%s: %s", cl->name, cl->host, cl->port,
+                     strerror(-rc));
+            goto undo;
+        }
+        started[n_started++] = l;
+    }
+    /* 3. From here on nothing is undone. Changed listeners are rebound. */
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct config_listener *cl = &cfg->listeners[i];
+        struct listener *l = listener_find(lp, cl->name), *nl;
+        bool is_new = false;
+        for (size_t k = 0; k < n_started; k++)
+            is_new |= started[k] == l;
+        if (!l || is_new || listener_same(l, cl))
+            continue;
+        log_notice("reload: listener %s changed, rebinding", cl->name);
+        listener_stop(l);
+        if ((rc = listener_start(lp, cl, plugin_find(lp, cl->plugin), &nl)) < 0)
+            log_err("reload: listener %s: %s:%s: %s", cl->name, cl->host, cl->port,
+                    strerror(-rc));
+    }
+    /* 4. Listeners no longer configured stop accepting. */
+    for (struct listener *l = lp->listeners, *next; l; l = next) {
+        bool keep = false;
+        next = l->next;
+        for (size_t i = 0; i < cfg->n_listeners && !keep; i++)
+            keep = strcmp(cfg->listeners[i].name, l->name) == 0;
+        if (!keep && !l->closed) {
+            log_notice("reload: listener %s removed", l->name);
+            listener_stop(l);
+        }
+    }
+    /* 5. Outgoing connections with a new name. */
+    for (size_t i = 0; i < cfg->n_connections; i++) {
+        bool known = false;
+        for (size_t k = 0; k < lp->cfg->n_connections && !known; k++)
+            known = strcmp(lp->cfg->connections[k].name, cfg->connections[i].name) == 0;
+        if (!known)
+            loop_start_connection(lp, &cfg->connections[i]);
+    }
+    /* Running objects copied what they need; the old config can go. The
+     * control socket keeps its path from start-up. */
+    free(cfg->control_path);
+    cfg->control_path = strdup(lp->cfg->control_path);
+    cfg->control_mode = lp->cfg->control_mode;
+    config_free(lp->cfg);
+    lp->cfg = cfg;
+    log_notice("reload: done (%zu listeners, %zu plugins configured)", cfg->n_listeners,
+               cfg->n_plugins);
+    return 0;
+undo:
+    for (size_t k = 0; k < n_started; k++)
+        listener_stop(started[k]);
+    if (first_new)
+        unload_new_plugins(lp, first_new);
+    config_free(cfg);
+    return -1;
+}

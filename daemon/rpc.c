@@ -1,0 +1,260 @@
+/*
+ * rpc.c: one JSON-RPC 2.0 request line in, one reply line out. Validates
+ * the envelope (jsonrpc, id, method, params), checks the caller's role,
+ * logs mutating calls with the caller's pid and uid, runs the handler from
+ * the method table and serialises its result or error.
+ *
+ * Requests without an id are notifications: they run and get no reply, as
+ * JSON-RPC 2.0 says. A line that is not a readable request gets an error
+ * with "id": null. Batches (arrays) are refused with -32600.
+ */
+#include "rpc.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "loop.h"
+
+int rpc_fail(struct rpc_req *r, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    r->code = code;
+    va_start(ap, fmt);
+    vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int rpc_fail_errno(struct rpc_req *r, int code, int err, const char *fmt, ...)
+{
+    va_list ap;
+
+    r->code = code;
+    r->errname = uv_err_name(err);
+    va_start(ap, fmt);
+    vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int rpc_param_uint(struct rpc_req *r, json_t *params, const char *key, bool required,
+                   uint64_t max, uint64_t *out)
+{
+    json_t *v = params ? json_object_get(params, key) : NULL;
+
+    if (!v) {
+        if (required)
+            return rpc_fail(r, RPC_INVALID_PARAMS, "params.%s: required", key);
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return rpc_fail(r, RPC_INVALID_PARAMS, "params.%s: expected an integer", key);
+    if (json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
+        return rpc_fail(r, RPC_INVALID_PARAMS, "params.%s: out of range (0..%" PRIu64 ")",
+                        key, max);
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+int rpc_param_str(struct rpc_req *r, json_t *params, const char *key, bool required,
+                  const char **out)
+{
+    json_t *v = params ? json_object_get(params, key) : NULL;
+
+    if (!v) {
+        if (required)
+            return rpc_fail(r, RPC_INVALID_PARAMS, "params.%s: required", key);
+        return 0;
+    }
+    if (!json_is_string(v))
+        return rpc_fail(r, RPC_INVALID_PARAMS, "params.%s: expected a string", key);
+    *out = json_string_value(v);
+    return 0;
+}
+
+int rpc_param_bool(struct rpc_req *r, json_t *params, const char *key, bool *out)
+{
+    json_t *v = params ? json_object_get(params, key) : NULL;
+
+    if (!v)
+        return 0;
+    if (!json_is_boolean(v))
+        return rpc_fail(r, RPC_INVALID_PARAMS, "params.%s: expected true or false", key);
+    *out = json_is_true(v);
+    return 0;
+}
+
+int rpc_params_known(struct rpc_req *r, json_t *params, const char *const *keys)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(params, key, v)
+    {
+        size_t i;
+        for (i = 0; keys[i] && strcmp(keys[i], key) != 0; i++)
+            ;
+        if (!keys[i])
+            return rpc_fail(r, RPC_INVALID_PARAMS, "params.%s: unknown parameter", key);
+    }
+    return 0;
+}
+
+int rpc_send_json(struct ctl_client *cl, json_t *msg, bool is_event)
+{
+    size_t len = json_dumpb(msg, NULL, 0, JSON_COMPACT);
+    char stack[4096], *buf = len <= sizeof(stack) ? stack : malloc(len);
+    int rc;
+
+    if (!buf)
+        return -ENOMEM;
+    json_dumpb(msg, buf, len, JSON_COMPACT);
+    rc = control_send(cl, buf, len, is_event);
+    if (buf != stack)
+        free(buf);
+    return rc;
+}
+
+static void rpc_reply_error(struct ctl_client *cl, json_t *id, int code, const char *msg,
+                            const char *errname)
+{
+    json_t *err = json_pack("{s:i, s:s}", "code", code, "message", msg);
+    json_t *reply;
+
+    if (errname)
+        json_object_set_new(err, "data", json_pack("{s:s}", "errno", errname));
+    reply = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(),
+                      "error", err);
+    if (reply)
+        rpc_send_json(cl, reply, false);
+    json_decref(reply);
+}
+
+void rpc_reply_oversized(struct ctl_client *cl)
+{
+    char msg[64];
+    snprintf(msg, sizeof(msg), "request line longer than %d bytes", CTL_LINE_MAX);
+    rpc_reply_error(cl, NULL, RPC_INVALID_REQUEST, msg, NULL);
+}
+
+static const struct rpc_method *rpc_find(const char *name)
+{
+    for (const struct rpc_method *m = rpc_methods; m->name; m++)
+        if (strcmp(m->name, name) == 0)
+            return m;
+    return NULL;
+}
+
+/* "control: conn.abort id=42 by pid 812 uid 0" for every mutating call. */
+static void rpc_log_mutation(struct ctl_client *cl, const char *method, json_t *params)
+{
+    json_t *id = params ? json_object_get(params, "id") : NULL;
+    json_t *name = params ? json_object_get(params, "name") : NULL;
+    char subject[96] = "";
+
+    if (json_is_integer(id))
+        snprintf(subject, sizeof(subject), " id=%" JSON_INTEGER_FORMAT,
+                 json_integer_value(id));
+    else if (json_is_string(name))
+        snprintf(subject, sizeof(subject), " name=%.64s", json_string_value(name));
+    else if (params && json_object_get(params, "select"))
+        snprintf(subject, sizeof(subject), " select");
+    log_notice("control: %s%s by pid %d uid %d", method, subject, (int)cl->pid,
+               (int)cl->uid);
+}
+
+void rpc_handle_line(struct ctl_client *cl, const char *line, size_t len)
+{
+    struct rpc_req r = {.cl = cl, .lp = cl->ctl->lp};
+    const struct rpc_method *m;
+    json_t *req, *id, *params, *method, *version, *result = NULL;
+    json_error_t jerr;
+    char msg[300];
+
+    if (strspn(line, " \t\r") == len)
+        return; /* blank lines are ignored */
+    if (!(req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr))) {
+        snprintf(msg, sizeof(msg), "parse error: %s", jerr.text);
+        rpc_reply_error(cl, NULL, RPC_PARSE_ERROR, msg, NULL);
+        return;
+    }
+    if (!json_is_object(req)) {
+        rpc_reply_error(cl, NULL, RPC_INVALID_REQUEST,
+                        json_is_array(req) ? "batches are not supported"
+                                           : "a request must be a JSON object",
+                        NULL);
+        goto out;
+    }
+    id = json_object_get(req, "id");
+    if (id && !json_is_integer(id) && !json_is_string(id) && !json_is_null(id)) {
+        rpc_reply_error(cl, NULL, RPC_INVALID_REQUEST, "id: expected an integer or string",
+                        NULL);
+        goto out;
+    }
+    version = json_object_get(req, "jsonrpc");
+    if (!json_is_string(version) || strcmp(json_string_value(version), "2.0") != 0) {
+        rpc_reply_error(cl, id, RPC_INVALID_REQUEST, "jsonrpc: expected \"2.0\"", NULL);
+        goto out;
+    }
+    method = json_object_get(req, "method");
+    if (!json_is_string(method)) {
+        rpc_reply_error(cl, id, RPC_INVALID_REQUEST, "method: expected a string", NULL);
+        goto out;
+    }
+    r.method = json_string_value(method);
+    params = json_object_get(req, "params");
+    if (params && !json_is_object(params)) {
+        rpc_reply_error(cl, id, RPC_INVALID_PARAMS, "params: expected an object", NULL);
+        goto out;
+    }
+    if (!(m = rpc_find(r.method))) {
+        snprintf(msg, sizeof(msg), "method not found: %.200s", r.method);
+        rpc_reply_error(cl, id, RPC_METHOD_NOT_FOUND, msg, NULL);
+        goto out;
+    }
+    if (cl->role == CTL_ROLE_NONE || (cl->role == CTL_ROLE_READONLY && !m->readonly)) {
+        log_notice("control: %s refused for pid %d uid %d", m->name, (int)cl->pid,
+                   (int)cl->uid);
+        snprintf(msg, sizeof(msg), "permission denied: %s needs the %s role", m->name,
+                 m->readonly ? "read-only" : "admin");
+        rpc_reply_error(cl, id, RPC_PERMISSION_DENIED, msg, NULL);
+        goto out;
+    }
+    if (!m->readonly)
+        rpc_log_mutation(cl, m->name, params);
+    if (m->fn(&r, params, &result) < 0) {
+        if (id)
+            rpc_reply_error(cl, id, r.code, r.msg, r.errname);
+    } else if (id) {
+        json_t *reply = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result",
+                                  result ? result : json_null());
+        result = NULL;
+        if (reply)
+            rpc_send_json(cl, reply, false);
+        json_decref(reply);
+    }
+    json_decref(result);
+out:
+    json_decref(req);
+}
+
+void rpc_client_drained(struct ctl_client *cl)
+{
+    json_t *ev;
+
+    if (!cl->ev_lost || cl->out_pending > CTL_EVENT_MAX / 2)
+        return;
+    ev = json_pack("{s:s, s:s, s:{s:I, s:I, s:s, s:I}}", "jsonrpc", "2.0", "method",
+                   "event", "params", "seq", (json_int_t)++cl->ev_seq, "ts_ms",
+                   (json_int_t)loop_wall_ms(), "type", "events_lost", "count",
+                   (json_int_t)cl->ev_lost);
+    cl->ev_lost = 0;
+    if (ev)
+        rpc_send_json(cl, ev, false);
+    json_decref(ev);
+}
