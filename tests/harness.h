@@ -56,6 +56,19 @@ long daemon_rss_kb(const struct daemon *d);
 /* Free everything and remove the temp dir; kills the daemon if alive. */
 void daemon_free(struct daemon *d);
 
+/* A blocking connection to the daemon's control socket (d->ctl_path),
+ * reads and writes time out after 10 s; -1 on failure. */
+int ctl_connect(const struct daemon *d);
+/* Read one line (without its newline) within timeout_ms; malloc'd, or
+ * NULL on timeout, EOF or error. */
+char *ctl_read_line(int fd, int timeout_ms);
+/* Send request (one JSON object, no newline) and return the first reply
+ * line that is not an event notification, parsed; NULL on failure. Event
+ * lines read meanwhile are dropped. The caller json_decref()s the reply. */
+struct json_t *ctl_call(int fd, const char *request);
+/* As ctl_call, built from a printf format. */
+struct json_t *ctl_callf(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* A connected blocking TCP socket to host:port (5 s connect bound), -1 on
  * failure. Reads and writes on it time out after 10 s. */
 int tcp_connect(const char *host, int port);
