@@ -36,14 +36,28 @@ struct ctl_wreq {
 };
 
 static void client_read_update(struct ctl_client *cl);
+static void control_handle_closed_cb(uv_handle_t *h);
 
 /* ---- clients ----------------------------------------------------------- */
+
+static void control_unref(struct control *ctl)
+{
+    if (--ctl->handles == 0) {
+        free(ctl->path);
+        free(ctl);
+    }
+}
 
 static void client_closed_cb(uv_handle_t *h)
 {
     struct ctl_client *cl = h->data;
+    struct control *ctl = cl->ctl;
+
     free(cl->in);
     free(cl);
+    if (ctl->stopping && ctl->n_clients == 0 && !uv_is_closing((uv_handle_t *)&ctl->stall_timer))
+        uv_close((uv_handle_t *)&ctl->stall_timer, control_handle_closed_cb);
+    control_unref(ctl);
 }
 
 void control_client_close(struct ctl_client *cl)
@@ -75,6 +89,11 @@ static void client_write_cb(uv_write_t *req, int status)
         return;
     }
     cl->stalled_since = cl->out_pending ? uv_now(&cl->ctl->lp->uv) : 0;
+    if (cl->ctl->stopping) {
+        if (!cl->out_pending)
+            control_client_close(cl); /* its last reply is out */
+        return;
+    }
     rpc_client_drained(cl);
     client_read_update(cl);
 }
@@ -201,7 +220,7 @@ static void client_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 /* Read requests only while the client takes its replies. */
 static void client_read_update(struct ctl_client *cl)
 {
-    bool want = !cl->closing && cl->out_pending <= CTL_OUT_PAUSE;
+    bool want = !cl->closing && !cl->ctl->stopping && cl->out_pending <= CTL_OUT_PAUSE;
 
     if (want && cl->in_len > cl->scanned) {
         client_process(cl); /* lines held while paused */
@@ -246,6 +265,7 @@ static void client_new(struct control *ctl, int fd)
     }
     cl->pipe.data = cl;
     cl->ctl = ctl;
+    ctl->handles++; /* the control struct outlives its clients */
     list_init(&cl->sub_link);
     list_add_tail(&ctl->clients, &cl->link);
     ctl->n_clients++;
@@ -297,12 +317,13 @@ static void control_stall_cb(uv_timer_t *t)
 {
     struct control *ctl = t->data;
     uint64_t now = uv_now(&ctl->lp->uv);
+    /* While stopping, the last replies get a short grace period only. */
+    uint64_t limit = ctl->stopping ? CTL_STOP_GRACE_MS : CTL_STALL_MS;
 
     for (struct list *n = ctl->clients.next, *next; n != &ctl->clients; n = next) {
         struct ctl_client *cl = container_of(n, struct ctl_client, link);
         next = n->next;
-        if (cl->out_pending && cl->stalled_since &&
-            now - cl->stalled_since >= CTL_STALL_MS) {
+        if (cl->out_pending && cl->stalled_since && now - cl->stalled_since >= limit) {
             log_warn("control: client pid %d uid %d reads no replies (%zu bytes waiting), "
                      "dropped",
                      (int)cl->pid, (int)cl->uid, cl->out_pending);
@@ -364,11 +385,7 @@ static int control_socket(const char *path, mode_t mode)
 
 static void control_handle_closed_cb(uv_handle_t *h)
 {
-    struct control *ctl = h->data;
-    if (--ctl->handles == 0) {
-        free(ctl->path);
-        free(ctl);
-    }
+    control_unref(h->data);
 }
 
 int control_start(struct loop *lp)
@@ -408,10 +425,25 @@ void control_stop(struct control *ctl)
     if (!ctl)
         return;
     ctl->lp->ctl = NULL;
-    while (!list_empty(&ctl->clients))
-        control_client_close(container_of(ctl->clients.next, struct ctl_client, link));
+    ctl->stopping = true;
+    /* Clients go once their last reply is written (daemon.shutdown's own
+     * reply among them), or after a short grace period. */
+    for (struct list *n = ctl->clients.next, *next; n != &ctl->clients; n = next) {
+        struct ctl_client *cl = container_of(n, struct ctl_client, link);
+        next = n->next;
+        if (cl->out_pending) {
+            if (cl->reading)
+                uv_read_stop((uv_stream_t *)&cl->pipe);
+            cl->reading = false;
+        } else {
+            control_client_close(cl);
+        }
+    }
     uv_close((uv_handle_t *)&ctl->poll, control_handle_closed_cb);
-    uv_close((uv_handle_t *)&ctl->stall_timer, control_handle_closed_cb);
+    if (ctl->n_clients == 0)
+        uv_close((uv_handle_t *)&ctl->stall_timer, control_handle_closed_cb);
+    else
+        uv_ref((uv_handle_t *)&ctl->stall_timer);
     close(ctl->fd);
     if (ctl->spare_fd >= 0)
         close(ctl->spare_fd);

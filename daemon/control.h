@@ -23,6 +23,7 @@ struct loop;
 #define CTL_EVENT_MAX (256 * 1024)     /* drop events (events_lost) above this */
 #define CTL_OUT_MAX (64 * 1024 * 1024) /* disconnect above this */
 #define CTL_STALL_MS 10000             /* disconnect after no output progress */
+#define CTL_STOP_GRACE_MS 1000         /* at exit, for the last replies */
 
 enum ctl_role { CTL_ROLE_NONE, CTL_ROLE_READONLY, CTL_ROLE_ADMIN };
 
@@ -56,7 +57,8 @@ struct control {
     struct list clients;
     struct list subscribers;
     size_t n_clients;
-    int handles;
+    int handles; /* poll, stall timer and clients not yet closed */
+    bool stopping;
 };
 
 /* Create the socket at the config's path with its mode and start serving.

@@ -185,6 +185,20 @@ void loop_shutdown(struct loop *lp, uint64_t timeout_ms)
         uv_timer_start(&lp->shutdown_timer, loop_shutdown_timer_cb, timeout_ms, 0);
 }
 
+static void loop_shutdown_later_cb(uv_timer_t *t)
+{
+    struct loop *lp = t->data;
+    loop_shutdown(lp, lp->shutdown_after_ms);
+}
+
+void loop_shutdown_later(struct loop *lp, uint64_t timeout_ms)
+{
+    if (lp->stopping)
+        return;
+    lp->shutdown_after_ms = timeout_ms;
+    uv_timer_start(&lp->shutdown_timer, loop_shutdown_later_cb, 0, 0);
+}
+
 void loop_conn_gone(struct loop *lp)
 {
     if (lp->stopping && lp->n_conns == 0)

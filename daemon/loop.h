@@ -63,6 +63,7 @@ struct loop {
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
+    uint64_t shutdown_after_ms; /* loop_shutdown_later's timeout */
     bool stopping;
     bool finished;
 
@@ -93,6 +94,9 @@ int loop_run(struct loop *lp);
 /* Stop accepting, close every connection gracefully, abort what is left
  * after timeout_ms, then unload plugins and let loop_run() return. */
 void loop_shutdown(struct loop *lp, uint64_t timeout_ms);
+/* loop_shutdown from the next loop iteration, so that the caller (a
+ * control request) can reply first. */
+void loop_shutdown_later(struct loop *lp, uint64_t timeout_ms);
 /* Free everything; safe after a failed loop_init. */
 void loop_close(struct loop *lp);
 

@@ -773,8 +773,7 @@ static int m_daemon_shutdown(struct rpc_req *r, json_t *params, json_t **res)
         return -1;
     *res = json_pack("{s:b, s:I, s:I}", "stopping", 1, "timeout_ms", (json_int_t)timeout,
                      "connections", (json_int_t)r->lp->n_conns);
-    /* After the reply is queued: the shutdown closes this client last. */
-    loop_shutdown(r->lp, timeout);
+    loop_shutdown_later(r->lp, timeout); /* after this reply is queued */
     return 0;
 }
 
