@@ -210,7 +210,14 @@ static void conn_deliver(struct conn *c)
 static void conn_on_eof(struct conn *c)
 {
     c->peer_eof = true;
-    if (c->state == CONN_OPEN) {
+    if (c->state == CONN_OPEN && c->plugin->notify.peer_closed) {
+        conn_io_update(c);
+        if (c->shutdown_done) {
+            conn_finish(c, false); /* both directions are done */
+            return;
+        }
+        NOTIFY(c, peer_closed);
+    } else if (c->state == CONN_OPEN) {
         conn_close(c, "peer closed");
     } else if (c->state == CONN_CLOSING) {
         conn_io_update(c);
@@ -272,8 +279,8 @@ static void conn_io_update(struct conn *c)
     bool want_read = false, want_rdhup = false;
 
     if (c->state == CONN_OPEN) {
-        want_read = !c->mute_mask && !c->paused;
-        want_rdhup = c->mute_mask && !c->peer_eof;
+        want_read = !c->mute_mask && !c->paused && !c->peer_eof;
+        want_rdhup = c->mute_mask && !c->peer_eof && !c->rdhup_ignored;
     } else if (c->state == CONN_CLOSING) {
         want_read = !c->mute_mask && !c->peer_eof;
         want_rdhup = c->mute_mask && !c->peer_eof;
@@ -309,6 +316,12 @@ void conn_peer_hup(struct conn *c, uint32_t events)
 {
     if (c->state == CONN_CLOSED)
         return;
+    if (!(events & EPOLLERR) && c->state == CONN_OPEN && c->plugin->notify.peer_closed) {
+        /* The plugin wants the EOF in order with the data: after unmute. */
+        c->rdhup_ignored = true;
+        conn_io_update(c);
+        return;
+    }
     c->peer_eof = true;
     conn_io_update(c);
     if (events & EPOLLERR) {
@@ -438,6 +451,8 @@ int conn_writev(struct conn *c, const struct iovec *iov, int n)
         return -EINVAL;
     if (!conn_live(c) || c->close_requested)
         return -ENOTCONN;
+    if (c->wr_shut)
+        return -EPIPE;
     if (n > 16) {
         bufs = malloc(sizeof(*bufs) * (size_t)n);
         own = calloc((size_t)n, sizeof(*own));
@@ -504,6 +519,8 @@ int conn_write_token(struct conn *c, const void *data, size_t len, uint64_t toke
 
     if (!conn_live(c) || c->close_requested)
         return -ENOTCONN;
+    if (c->wr_shut)
+        return -EPIPE;
     if (len > CONN_MAX_WRITE)
         return -EMSGSIZE;
     if (len > c->lim.max_pending || c->pending + len > c->lim.max_pending)
@@ -573,6 +590,7 @@ int conn_set_notify(struct conn *c, struct plugin *p)
     p->n_conns++;
     c->plugin = p;
     c->user = NULL;
+    NOTIFY(c, adopted);
     return 0;
 }
 
@@ -708,13 +726,18 @@ static void conn_shutdown_cb(uv_shutdown_t *req, int status)
     struct conn *c = req->handle->data;
 
     free(req);
-    if (status == UV_ECANCELED || c->state != CONN_CLOSING)
+    if (status == UV_ECANCELED || c->state == CONN_CLOSED)
         return;
     if (status < 0) {
         conn_fail(c, "shutdown", status);
         return;
     }
     c->shutdown_done = true;
+    if (c->state == CONN_OPEN) { /* a half-close */
+        if (c->peer_eof)
+            conn_finish(c, false);
+        return;
+    }
     c->deadline = uv_now(&c->lp->uv) + c->lp->cfg->close_timeout_ms;
     if (c->peer_eof)
         conn_finish(c, false);
@@ -751,6 +774,14 @@ int conn_close(struct conn *c, const char *reason)
     c->close_left = SIZE_MAX;
     c->deadline = uv_now(&c->lp->uv) + c->lp->cfg->close_timeout_ms;
     loop_watch_closing(c->lp, c);
+    if (c->wr_shut) { /* a half-close already sent or is sending the FIN */
+        if (c->shutdown_done && c->peer_eof)
+            conn_finish(c, false);
+        else if (c->shutdown_done && c->mute_mask)
+            c->wait_outq = true;
+        conn_io_update(c);
+        return 0;
+    }
     /* uv_shutdown waits for the write queue to drain, then sends the FIN. */
     if (!(req = malloc(sizeof(*req)))) {
         conn_finish(c, true);
@@ -762,6 +793,26 @@ int conn_close(struct conn *c, const char *reason)
         return 0;
     }
     conn_io_update(c);
+    return 0;
+}
+
+int conn_shutdown(struct conn *c)
+{
+    uv_shutdown_t *req;
+    int rc;
+
+    if (c->state != CONN_OPEN || c->close_requested)
+        return -ENOTCONN;
+    if (c->wr_shut)
+        return 0;
+    if (!(req = malloc(sizeof(*req))))
+        return -ENOMEM;
+    if ((rc = uv_shutdown(req, (uv_stream_t *)&c->tcp, conn_shutdown_cb)) < 0) {
+        free(req);
+        return rc;
+    }
+    c->wr_shut = true;
+    log_debug("conn %" PRIu64 ": write side shut down", c->id);
     return 0;
 }
 

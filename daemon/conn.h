@@ -76,6 +76,8 @@ struct conn {
     bool peer_eof : 1;
     bool wait_outq : 1;       /* muted close: waiting for the peer's ACKs */
     bool announced : 1;       /* the plugin has seen it: closed() is owed */
+    bool wr_shut : 1;         /* shutdown() asked: no more writes */
+    bool rdhup_ignored : 1;   /* muted, peer_closed() waits for the data */
 };
 
 /* struct conn is what plugins see as struct connd_conn. */
@@ -112,6 +114,8 @@ int conn_unmute(struct conn *c, uint32_t bit);
 int conn_expect(struct conn *c, size_t qty);
 /* `reason` must be a static string: it is kept for the closed event. */
 int conn_close(struct conn *c, const char *reason);
+/* Half-close: drain, FIN, keep reading; see connd_host.shutdown. */
+int conn_shutdown(struct conn *c);
 int conn_abort(struct conn *c, const char *reason);
 /* "connecting", "open", "closing" or "closed". */
 const char *conn_state_name(const struct conn *c);

@@ -83,6 +83,17 @@ static json_t *conn_json(const struct conn *c, bool detail)
         json_object_set_new(o, "expect", json_integer((json_int_t)c->expect));
         json_object_set_new(o, "read_buffer", json_integer((json_int_t)c->rcap));
         json_object_set_new(o, "buffered", json_integer((json_int_t)(c->rlen - c->roff)));
+        if (c->plugin->notify.show && c->state != CONN_CLOSED) {
+            char buf[2048];
+            int n = c->plugin->notify.show(c->plugin->state, (struct connd_conn *)c, buf,
+                                           sizeof(buf));
+            json_t *info = n > 0 && (size_t)n < sizeof(buf) ? json_loadb(buf, (size_t)n, 0, NULL)
+                                                           : NULL;
+            if (json_is_object(info))
+                json_object_set_new(o, "plugin_info", info);
+            else
+                json_decref(info);
+        }
         json_object_set_new(o, "limits",
                             json_pack("{s:I, s:I, s:I, s:I, s:I}", "init_size",
                                       (json_int_t)c->lim.init_size, "max_size",

@@ -261,6 +261,11 @@ static int h_abort(struct connd_conn *c, const char *reason)
     return conn_abort(k, "plugin abort");
 }
 
+static int h_shutdown(struct connd_conn *c)
+{
+    return conn_shutdown(conn_of(c));
+}
+
 static int h_set_notify(struct connd_conn *c, const char *name)
 {
     struct conn *k = conn_of(c);
@@ -440,5 +445,6 @@ const struct connd_host plugin_host = {
     .timer_stop = h_timer_stop,
     .plugin_name = h_plugin_name,
     .listener_name = h_listener_name,
+    .shutdown = h_shutdown,
 };
 

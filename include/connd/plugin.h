@@ -184,6 +184,12 @@ struct connd_host {
     const char *(*plugin_name)(const struct connd_plugin *p);
     /* Name of the listener that accepted c, or NULL for an outgoing one. */
     const char *(*listener_name)(const struct connd_conn *c);
+
+    /* Half-close: no new writes (-EPIPE), queued bytes are delivered, then
+     * FIN; reading and callbacks go on. The connection closes (closed()
+     * fires) once the peer's EOF has arrived too, which a plugin with a
+     * peer_closed() hook sees first. */
+    int (*shutdown)(struct connd_conn *c);
     /* new members go below this line, never above, never reordered */
 };
 
@@ -243,6 +249,19 @@ struct connd_notify {
     void (*listening)(void *state, const char *listener);
     void (*not_listening)(void *state, const char *listener);
     void (*listener_closed)(void *state, const char *listener);
+
+    /* set_notify() handed c to this plugin; called at once, inside the
+     * set_notify() call. Set up per-connection state here. */
+    void (*adopted)(void *state, struct connd_conn *c);
+    /* The peer sent EOF (it will send no more). With this hook set, connd
+     * does not close the connection by itself: writes still go out, and
+     * the plugin decides (close(), or shutdown() to finish a half-close).
+     * Without it, EOF starts a graceful close. While muted, a plugin with
+     * this hook sees the EOF only after unmute, in order with the data. */
+    void (*peer_closed)(void *state, struct connd_conn *c);
+    /* conn.show: write a JSON object describing c into buf (len bytes,
+     * NUL-terminated); return its length, or 0 for nothing. */
+    int (*show)(void *state, struct connd_conn *c, char *buf, size_t len);
     /* new members go below this line, never above, never reordered */
 };
 
