@@ -586,10 +586,13 @@ int conn_set_notify(struct conn *c, struct plugin *p)
 {
     if (!conn_live(c))
         return -ENOTCONN;
-    c->plugin->n_conns--;
+    struct plugin *old = c->plugin;
+
     p->n_conns++;
     c->plugin = p;
     c->user = NULL;
+    old->n_conns--;
+    plugin_conn_gone(old); /* the last one moved off a retired generation */
     NOTIFY(c, adopted);
     return 0;
 }
@@ -676,6 +679,7 @@ static void conn_close_cb(uv_handle_t *h)
     idmap_del(&lp->by_id, c->id);
     lp->n_conns--;
     c->plugin->n_conns--;
+    plugin_conn_gone(c->plugin);
     free(c->rbuf);
     free(c);
     if (l)

@@ -654,8 +654,9 @@ static int m_listener_resume(struct rpc_req *r, json_t *params, json_t **res)
 
 static json_t *plugin_json(const struct plugin *p)
 {
-    return json_pack("{s:s, s:s, s:i, s:I}", "name", p->name, "file", p->path, "abi",
-                     (int)p->notify.abi, "connections", (json_int_t)p->n_conns);
+    return json_pack("{s:s, s:s, s:i, s:I, s:I, s:b}", "name", p->name, "file", p->path,
+                     "abi", (int)p->notify.abi, "connections", (json_int_t)p->n_conns,
+                     "generation", (json_int_t)p->generation, "retired", p->retired);
 }
 
 static int m_plugin_list(struct rpc_req *r, json_t *p, json_t **res)
@@ -675,7 +676,7 @@ static int m_plugin_load(struct rpc_req *r, json_t *params, json_t **res)
     struct config_plugin cp = {0};
     json_t *conf = params ? json_object_get(params, "config") : NULL;
     const char *name = NULL, *file = NULL;
-    struct plugin *p, **tail;
+    struct plugin *p, **tail, *old;
     char err[512];
     int rc;
 
@@ -693,21 +694,29 @@ static int m_plugin_load(struct rpc_req *r, json_t *params, json_t **res)
     if ((file[0] != '/' && strchr(file, '/')) || strstr(file, "..") || !file[0])
         return rpc_fail(r, RPC_INVALID_PARAMS,
                         "params.file: must be a file name in plugin_dir or an absolute path");
-    if (plugin_find(r->lp, name))
-        return rpc_fail(r, RPC_PLUGIN_ERROR, "plugin %s is already loaded", name);
     cp.name = (char *)name;
     cp.file = (char *)file;
     cp.config_json = conf ? json_dumps(conf, JSON_COMPACT) : strdup("{}");
     if (!cp.config_json)
         return rpc_fail(r, RPC_INTERNAL_ERROR, "out of memory");
-    rc = plugin_load(r->lp, &cp, r->lp->cfg->plugin_dir, &p, err, sizeof(err));
+    /* A loaded name gets a new generation: new connections get the new
+     * code, existing ones keep the old until they close or move. */
+    if ((old = plugin_find(r->lp, name)))
+        rc = plugin_new_generation(r->lp, old, &cp, r->lp->cfg->plugin_dir, &p, err,
+                                   sizeof(err));
+    else
+        rc = plugin_load(r->lp, &cp, r->lp->cfg->plugin_dir, &p, err, sizeof(err));
     free(cp.config_json);
     if (rc < 0)
         return rpc_fail_errno(r, RPC_PLUGIN_ERROR, rc, "%s", err);
-    for (tail = &r->lp->plugins; *tail; tail = &(*tail)->next)
-        ;
-    *tail = p;
+    if (!old) {
+        for (tail = &r->lp->plugins; *tail; tail = &(*tail)->next)
+            ;
+        *tail = p;
+    }
     *res = plugin_json(p);
+    if (old)
+        plugin_conn_gone(old); /* unloads it now if nothing uses it */
     return 0;
 }
 
@@ -817,7 +826,8 @@ const struct rpc_method rpc_methods[] = {
     {"listener.pause", m_listener_pause, false, "{name}", "stop accepting (reason \"ctl\")"},
     {"listener.resume", m_listener_resume, false, "{name}", "lift the \"ctl\" pause"},
     {"plugin.list", m_plugin_list, true, "{}", "every loaded plugin"},
-    {"plugin.load", m_plugin_load, false, "{name, file, config?}", "load a plugin"},
+    {"plugin.load", m_plugin_load, false, "{name, file, config?}",
+     "load a plugin; a loaded name gets a new generation for new connections"},
     {"events.subscribe", m_events_subscribe, true, "{types?, conn?, listener?}",
      "receive event notifications on this session"},
     {"rpc.methods", m_rpc_methods, true, "{}", "this list"},

@@ -8,6 +8,9 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,42 +39,90 @@ static struct plugin *plugin_of(struct connd_plugin *p)
 }
 
 static void ptimer_free(struct ptimer *pt);
+static void plugin_free(struct plugin *p);
 
 /* ---- loading ---------------------------------------------------------- */
 
-int plugin_load(struct loop *lp, const struct config_plugin *cp, const char *plugin_dir,
-                struct plugin **out, char *err, size_t errlen)
+static char *plugin_path(const struct config_plugin *cp, const char *plugin_dir)
+{
+    char *path = NULL;
+
+    if (cp->file[0] == '/')
+        return strdup(cp->file);
+    return asprintf(&path, "%s/%s", plugin_dir, cp->file) < 0 ? NULL : path;
+}
+
+/* dlopen() matches an already loaded object by its name, so a new
+ * generation of a rebuilt file at the same path is loaded from a private
+ * copy in a memfd, which stays open while the code is loaded. */
+static void *plugin_dlopen_copy(struct plugin *p, char *err, size_t errlen)
+{
+    char buf[65536], name[64];
+    ssize_t n;
+    void *dl;
+    int in;
+
+    if ((p->memfd = memfd_create(p->name, MFD_CLOEXEC)) < 0 ||
+        (in = open(p->path, O_RDONLY | O_CLOEXEC)) < 0) {
+        snprintf(err, errlen, "plugin %s: %s: %s", p->name, p->path, strerror(errno));
+        return NULL;
+    }
+    while ((n = read(in, buf, sizeof(buf))) > 0)
+        if (write(p->memfd, buf, (size_t)n) != n) {
+            n = -1;
+            break;
+        }
+    close(in);
+    if (n < 0) {
+        snprintf(err, errlen, "plugin %s: copying %s: %s", p->name, p->path, strerror(errno));
+        return NULL;
+    }
+    snprintf(name, sizeof(name), "/proc/self/fd/%d", p->memfd);
+    if (!(dl = dlopen(name, RTLD_NOW | RTLD_LOCAL)))
+        snprintf(err, errlen, "plugin %s: %s: not a loadable shared object: %s", p->name,
+                 p->path, dlerror());
+    return dl;
+}
+
+static int plugin_load_gen(struct loop *lp, const struct config_plugin *cp,
+                           const char *plugin_dir, unsigned generation, struct plugin **out,
+                           char *err, size_t errlen)
 {
     connd_plugin_entry_fn entry;
     const struct connd_notify *nt;
     struct plugin *p;
-    struct stat st;
     int rc;
 
     if (!(p = calloc(1, sizeof(*p))))
         return -ENOMEM;
     p->lp = lp;
+    p->memfd = -1;
+    p->generation = generation;
     p->name = strdup(cp->name);
-    if (cp->file[0] == '/')
-        p->path = strdup(cp->file);
-    else if (asprintf(&p->path, "%s/%s", plugin_dir, cp->file) < 0)
-        p->path = NULL;
-    if (!p->name || !p->path) {
+    p->path = plugin_path(cp, plugin_dir);
+    p->file = strdup(cp->file);
+    p->config_json = strdup(cp->config_json ? cp->config_json : "{}");
+    if (!p->name || !p->path || !p->file || !p->config_json) {
         rc = -ENOMEM;
         snprintf(err, errlen, "plugin %s: out of memory", cp->name);
         goto fail;
     }
-    if (stat(p->path, &st) < 0) {
+    if (stat(p->path, &p->st) < 0) {
         rc = -errno;
         snprintf(err, errlen, "plugin %s: %s: %s", p->name, p->path, strerror(errno));
         goto fail;
     }
-    if (!S_ISREG(st.st_mode)) {
+    if (!S_ISREG(p->st.st_mode)) {
         rc = -EINVAL;
         snprintf(err, errlen, "plugin %s: %s: not a regular file", p->name, p->path);
         goto fail;
     }
-    if (!(p->dl = dlopen(p->path, RTLD_NOW | RTLD_LOCAL))) {
+    if (generation > 1) {
+        if (!(p->dl = plugin_dlopen_copy(p, err, errlen))) {
+            rc = -ENOEXEC;
+            goto fail;
+        }
+    } else if (!(p->dl = dlopen(p->path, RTLD_NOW | RTLD_LOCAL))) {
         rc = -ENOEXEC;
         snprintf(err, errlen, "plugin %s: not a loadable shared object: %s", p->name,
                  dlerror());
@@ -105,7 +156,7 @@ int plugin_load(struct loop *lp, const struct config_plugin *cp, const char *plu
     /* Hooks newer than the plugin stay NULL. */
     memcpy(&p->notify, nt, nt->size < sizeof(p->notify) ? nt->size : sizeof(p->notify));
     if (p->notify.init &&
-        (rc = p->notify.init(&plugin_host, (struct connd_plugin *)p, cp->config_json,
+        (rc = p->notify.init(&plugin_host, (struct connd_plugin *)p, p->config_json,
                              &p->state)) != 0) {
         if (rc > 0)
             rc = -rc;
@@ -114,18 +165,117 @@ int plugin_load(struct loop *lp, const struct config_plugin *cp, const char *plu
         goto fail;
     }
     p->ready = true;
-    log_info("plugin %s: loaded %s", p->name, p->path);
+    log_info("plugin %s: loaded %s (generation %u)", p->name, p->path, p->generation);
     *out = p;
     return 0;
 fail:
     while (p->timers) /* started by a failed init() */
         ptimer_free(p->timers);
+    plugin_free(p);
+    return rc;
+}
+
+int plugin_load(struct loop *lp, const struct config_plugin *cp, const char *plugin_dir,
+                struct plugin **out, char *err, size_t errlen)
+{
+    return plugin_load_gen(lp, cp, plugin_dir, 1, out, err, errlen);
+}
+
+/* Point every listener of `from` at `to`. */
+static void plugin_switch_listeners(struct loop *lp, struct plugin *from, struct plugin *to)
+{
+    for (struct listener *l = lp->listeners; l; l = l->next)
+        if (l->plugin == from && !l->closed)
+            l->plugin = to;
+}
+
+static void plugin_unlink(struct loop *lp, struct plugin *p)
+{
+    for (struct plugin **pp = &lp->plugins; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            return;
+        }
+}
+
+/* A retired generation with no connection and no listener left goes. */
+static bool plugin_maybe_retire(struct plugin *p)
+{
+    for (struct listener *l = p->lp->listeners; l; l = l->next)
+        if (l->plugin == p && !l->closed)
+            return false;
+    if (!p->retired || p->n_conns)
+        return false;
+    log_info("plugin %s: generation %u unloaded, its last connection closed", p->name,
+             p->generation);
+    plugin_unlink(p->lp, p);
+    plugin_unload(p);
+    return true;
+}
+
+void plugin_conn_gone(struct plugin *p)
+{
+    if (p->retired)
+        plugin_maybe_retire(p);
+}
+
+int plugin_new_generation(struct loop *lp, struct plugin *old, const struct config_plugin *cp,
+                          const char *plugin_dir, struct plugin **out, char *err,
+                          size_t errlen)
+{
+    struct plugin *nw;
+    int rc;
+
+    if ((rc = plugin_load_gen(lp, cp, plugin_dir, old->generation + 1, &nw, err, errlen)) < 0)
+        return rc;
+    /* Right after the old one, so that listing order stays by name. */
+    nw->next = old->next;
+    old->next = nw;
+    old->retired = true;
+    plugin_switch_listeners(lp, old, nw);
+    log_notice("plugin %s: generation %u takes new connections; generation %u keeps %zu",
+               nw->name, nw->generation, old->generation, old->n_conns);
+    *out = nw;
+    return 0;
+}
+
+void plugin_restore_generation(struct loop *lp, struct plugin *old, struct plugin *nw)
+{
+    plugin_switch_listeners(lp, nw, old);
+    old->retired = false;
+    plugin_unlink(lp, nw);
+    plugin_unload(nw);
+}
+
+bool plugin_changed(const struct plugin *p, const struct config_plugin *cp,
+                    const char *plugin_dir)
+{
+    char *path = plugin_path(cp, plugin_dir);
+    struct stat st;
+    bool changed;
+
+    if (!path)
+        return false;
+    changed = strcmp(path, p->path) != 0 ||
+              strcmp(cp->config_json ? cp->config_json : "{}", p->config_json) != 0 ||
+              stat(path, &st) < 0 || st.st_ino != p->st.st_ino || st.st_dev != p->st.st_dev ||
+              st.st_size != p->st.st_size || st.st_mtim.tv_sec != p->st.st_mtim.tv_sec ||
+              st.st_mtim.tv_nsec != p->st.st_mtim.tv_nsec;
+    free(path);
+    return changed;
+}
+
+static void plugin_free(struct plugin *p)
+{
     if (p->dl)
         dlclose(p->dl);
+    if (p->memfd >= 0)
+        close(p->memfd);
     free(p->name);
     free(p->path);
+    free(p->file);
+    free(p->config_json);
     free(p);
-    return rc;
 }
 
 void plugin_unload(struct plugin *p)
@@ -134,17 +284,14 @@ void plugin_unload(struct plugin *p)
         ptimer_free(p->timers);
     if (p->notify.fini)
         p->notify.fini(p->state);
-    log_debug("plugin %s: unloaded", p->name);
-    dlclose(p->dl);
-    free(p->name);
-    free(p->path);
-    free(p);
+    log_debug("plugin %s: generation %u unloaded", p->name, p->generation);
+    plugin_free(p);
 }
 
 struct plugin *plugin_find(struct loop *lp, const char *name)
 {
     for (struct plugin *p = lp->plugins; p; p = p->next)
-        if (strcmp(p->name, name) == 0)
+        if (!p->retired && strcmp(p->name, name) == 0)
             return p;
     return NULL;
 }

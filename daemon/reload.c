@@ -7,9 +7,10 @@
  * queued in their backlogs is refused. A plugin or listener that fails
  * undoes what this reload started and the old config keeps running.
  *
- * Not yet: a changed plugin file or config for an existing plugin name
- * (that is a new plugin generation, loaded with plugin.load); it is logged
- * and left as it is. control.* changes need a restart.
+ * A plugin whose file changed on disk (inode, size or mtime), or whose
+ * file or config in the config changed, loads as a new generation: new
+ * connections get the new code, existing ones keep the old until they
+ * close. control.* changes need a restart.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -40,7 +41,8 @@ int loop_reload(struct loop *lp, char *err, size_t errlen)
     struct config *cfg;
     struct plugin **tail, *first_new = NULL;
     struct listener *started[64];
-    size_t n_started = 0;
+    struct plugin *gens[64][2]; /* {old, new} generations this reload made */
+    size_t n_started = 0, n_gens = 0;
     int rc;
 
     if (!lp->config_path) {
@@ -57,23 +59,28 @@ int loop_reload(struct loop *lp, char *err, size_t errlen)
         cfg->control_mode != lp->cfg->control_mode)
         log_warn("reload: control.path and control.mode changes need a restart");
 
-    /* 1. Plugins not loaded yet. */
-    for (tail = &lp->plugins; *tail; tail = &(*tail)->next)
-        ;
+    /* 1. Plugins not loaded yet, and new generations of changed ones. */
     for (size_t i = 0; i < cfg->n_plugins; i++) {
-        struct plugin *p = plugin_find(lp, cfg->plugins[i].name);
+        struct plugin *p = plugin_find(lp, cfg->plugins[i].name), *nw;
         if (p) {
-            if (strcmp(cfg->plugins[i].file, p->path) != 0 &&
-                !strstr(p->path, cfg->plugins[i].file))
-                log_warn("reload: plugin %s: file changed; load it under a new name or "
-                         "with plugin.load",
-                         p->name);
+            if (!plugin_changed(p, &cfg->plugins[i], cfg->plugin_dir))
+                continue;
+            if (n_gens == sizeof(gens) / sizeof(gens[0])) {
+                snprintf(err, errlen, "more than %zu changed plugins in one reload", n_gens);
+                goto undo;
+            }
+            if (plugin_new_generation(lp, p, &cfg->plugins[i], cfg->plugin_dir, &nw, err,
+                                      errlen) < 0)
+                goto undo;
+            gens[n_gens][0] = p;
+            gens[n_gens++][1] = nw;
             continue;
         }
         if ((rc = plugin_load(lp, &cfg->plugins[i], cfg->plugin_dir, &p, err, errlen)) < 0)
             goto undo;
+        for (tail = &lp->plugins; *tail; tail = &(*tail)->next)
+            ;
         *tail = p;
-        tail = &p->next;
         if (!first_new)
             first_new = p;
     }
@@ -135,12 +142,18 @@ int loop_reload(struct loop *lp, char *err, size_t errlen)
     cfg->control_mode = lp->cfg->control_mode;
     config_free(lp->cfg);
     lp->cfg = cfg;
+    for (size_t k = 0; k < n_gens; k++)
+        plugin_conn_gone(gens[k][0]); /* unload old generations nobody uses */
     log_notice("reload: done (%zu listeners, %zu plugins configured)", cfg->n_listeners,
                cfg->n_plugins);
     return 0;
 undo:
     for (size_t k = 0; k < n_started; k++)
         listener_stop(started[k]);
+    while (n_gens > 0) {
+        n_gens--;
+        plugin_restore_generation(lp, gens[n_gens][0], gens[n_gens][1]);
+    }
     if (first_new)
         unload_new_plugins(lp, first_new);
     config_free(cfg);
