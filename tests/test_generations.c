@@ -140,7 +140,7 @@ END_TEST
 
 START_TEST(test_generations_sighup_loads_a_changed_file_for_new_connections)
 {
-    char path[160], tmp[160], cmd[512];
+    char path[160], tmp[160], cmd[1024];
     int port, a, b, ctl;
     size_t n;
 
