@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -223,6 +224,31 @@ fail:
     return rc;
 }
 
+/* A socket systemd passed: it must be a listening TCP socket; it is used
+ * as it is (no bind), made non-blocking. Returns 0 or a negative errno. */
+static int listener_adopt_socket(struct listener *l)
+{
+    int type = 0, listening = 0;
+    socklen_t len = sizeof(int);
+
+    if (getsockopt(l->fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM ||
+        (len = sizeof(int), getsockopt(l->fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len)) < 0 ||
+        !listening) {
+        log_err("listener %s: the socket systemd passed (fd %d) is not a listening stream "
+                "socket",
+                l->name, l->fd);
+        close(l->fd);
+        return -ENOTSOCK;
+    }
+    if (fcntl(l->fd, F_SETFL, fcntl(l->fd, F_GETFL) | O_NONBLOCK) < 0) {
+        int rc = -errno;
+        close(l->fd);
+        return rc;
+    }
+    log_info("listener %s: adopted the socket systemd passed (fd %d)", l->name, l->fd);
+    return 0;
+}
+
 int listener_start(struct loop *lp, const struct config_listener *cfg, struct plugin *p,
                    struct listener **out)
 {
@@ -244,7 +270,11 @@ int listener_start(struct loop *lp, const struct config_listener *cfg, struct pl
     l->plugin = p;
     l->limit = cfg->limit;
     l->lim = cfg->lim;
-    if ((rc = l->fd = listener_open_socket(l, cfg)) < 0) {
+    if ((l->fd = sd_take_listen_fd(&lp->sd, cfg->name)) >= 0)
+        rc = listener_adopt_socket(l);
+    else
+        rc = l->fd = listener_open_socket(l, cfg);
+    if (rc < 0) {
         listener_notify(l, p->notify.not_listening);
         free(l->name);
         free(l->host);

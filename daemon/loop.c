@@ -173,6 +173,7 @@ void loop_shutdown(struct loop *lp, uint64_t timeout_ms)
     lp->stopping = true;
     log_notice("shutdown: draining %zu connections for up to %" PRIu64 " ms", lp->n_conns,
                timeout_ms);
+    sd_notify(&lp->sd, "STOPPING=1\nSTATUS=stopping: draining %zu connections", lp->n_conns);
     for (struct listener *l = lp->listeners; l; l = l->next)
         listener_stop(l);
     for (struct list *n = lp->conns.next, *next; n != &lp->conns; n = next) {
@@ -237,6 +238,7 @@ static void loop_finish(struct loop *lp)
     lp->finished = true;
     lp->stopping = true;
     control_stop(lp->ctl);
+    sd_close(&lp->sd);
     for (struct listener *l = lp->listeners; l; l = l->next)
         listener_stop(l);
     loop_close_handle((uv_handle_t *)&lp->shutdown_timer);
@@ -287,6 +289,7 @@ int loop_init(struct loop *lp, struct config *cfg, const char *config_path)
     int rc;
 
     memset(lp, 0, sizeof(*lp));
+    sd_init(&lp->sd);
     lp->cfg = cfg;
     if (config_path && !(lp->config_path = strdup(config_path)))
         return -ENOMEM;
@@ -346,12 +349,16 @@ int loop_init(struct loop *lp, struct config *cfg, const char *config_path)
         if ((rc = listener_start(lp, &cfg->listeners[i], p, &l)) < 0)
             return rc;
     }
+    sd_close_unused(&lp->sd);
     if ((rc = loop_start_connections(lp)) < 0)
         return rc;
     if ((rc = control_start(lp)) < 0)
         return rc;
     log_notice("ready: %zu listeners, %zu plugins, %zu outgoing connections",
                cfg->n_listeners, cfg->n_plugins, cfg->n_connections);
+    sd_notify(&lp->sd, "READY=1\nMAINPID=%d", (int)getpid());
+    sd_notify_status(lp, "ready");
+    sd_start(lp);
     return 0;
 }
 

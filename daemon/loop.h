@@ -15,6 +15,7 @@
 #include "config.h"
 #include "idmap.h"
 #include "list.h"
+#include "systemd.h"
 
 struct conn;
 struct control;
@@ -72,6 +73,7 @@ struct loop {
 
     uint64_t start_ms; /* wall clock at start, for uptime */
     uint64_t next_write_token; /* conn.write tokens */
+    struct sd_state sd;        /* notify socket, watchdog, passed sockets */
 };
 
 /*

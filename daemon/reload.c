@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "listener.h"
@@ -36,7 +37,32 @@ static void unload_new_plugins(struct loop *lp, struct plugin *first_new)
     }
 }
 
+static int loop_reload_apply(struct loop *lp, char *err, size_t errlen);
+
+/* Around the work: RELOADING=1 then READY=1, with a STATUS= saying how it
+ * went, as systemd's Type=notify-reload expects (and Type=notify accepts). */
 int loop_reload(struct loop *lp, char *err, size_t errlen)
+{
+    struct timespec ts;
+    int rc;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    sd_notify(&lp->sd, "RELOADING=1\nMONOTONIC_USEC=%llu",
+              (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    rc = loop_reload_apply(lp, err, errlen);
+    if (rc < 0) {
+        char status[300];
+        snprintf(status, sizeof(status), "reload failed, old config kept: %.200s", err);
+        sd_notify(&lp->sd, "READY=1");
+        sd_notify_status(lp, status);
+    } else {
+        sd_notify(&lp->sd, "READY=1");
+        sd_notify_status(lp, "reloaded");
+    }
+    return rc;
+}
+
+static int loop_reload_apply(struct loop *lp, char *err, size_t errlen)
 {
     struct config *cfg;
     struct plugin **tail, *first_new = NULL;
