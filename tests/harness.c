@@ -79,10 +79,10 @@ static char *expand(const char *tmpl, const char *dir)
     return out;
 }
 
-static int daemon_spawn(struct daemon *d, const char *config_json,
-                        const char *const *extra_args)
+int daemon_spawn(struct daemon *d, const char *config_json, const char *const *prefix,
+                 const char *const *extra_args)
 {
-    const char *argv[32];
+    const char *argv[48];
     int pipefd[2], argc = 0;
     char *text;
     FILE *f;
@@ -105,6 +105,8 @@ static int daemon_spawn(struct daemon *d, const char *config_json,
     d->log_cap = 65536;
     d->log = calloc(1, d->log_cap);
 
+    for (int i = 0; prefix && prefix[i] && argc < 16; i++)
+        argv[argc++] = prefix[i];
     argv[argc++] = CONND_BIN;
     argv[argc++] = "-c";
     argv[argc++] = d->cfg_path;
@@ -116,7 +118,7 @@ static int daemon_spawn(struct daemon *d, const char *config_json,
         argv[argc++] = "-s";
         argv[argc++] = d->ctl_path;
     }
-    for (int i = 0; extra_args && extra_args[i] && argc < 30; i++)
+    for (int i = 0; extra_args && extra_args[i] && argc < 46; i++)
         argv[argc++] = extra_args[i];
     argv[argc] = NULL;
     if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -126,7 +128,7 @@ static int daemon_spawn(struct daemon *d, const char *config_json,
         return -1;
     if (d->pid == 0) {
         dup2(pipefd[1], STDERR_FILENO);
-        execv(CONND_BIN, (char *const *)argv);
+        execvp(argv[0], (char *const *)argv);
         _exit(127);
     }
     close(pipefd[1]);
@@ -196,15 +198,21 @@ int daemon_count_log(struct daemon *d, const char *needle)
     return n;
 }
 
-int daemon_start(struct daemon *d, const char *config_json, const char *const *extra_args)
+int daemon_start_cmd(struct daemon *d, const char *config_json, const char *const *prefix,
+                     const char *const *extra_args)
 {
-    if (daemon_spawn(d, config_json, extra_args) < 0)
+    if (daemon_spawn(d, config_json, prefix, extra_args) < 0)
         return -1;
     if (!daemon_wait_log(d, "notice: ready:", 10000)) {
         fprintf(stderr, "connd did not start; its log:\n%s\n", d->log);
         return -1;
     }
     return 0;
+}
+
+int daemon_start(struct daemon *d, const char *config_json, const char *const *extra_args)
+{
+    return daemon_start_cmd(d, config_json, NULL, extra_args);
 }
 
 int daemon_port(struct daemon *d, const char *name)
@@ -264,7 +272,7 @@ int daemon_run(const char *config_json, const char *const *extra_args, int timeo
     struct daemon d;
     int rc;
 
-    if (daemon_spawn(&d, config_json, extra_args) < 0)
+    if (daemon_spawn(&d, config_json, NULL, extra_args) < 0)
         return -1;
     rc = wait_exit(&d, timeout_ms);
     if (rc == -2) {

@@ -33,6 +33,16 @@ struct daemon {
  */
 int daemon_start(struct daemon *d, const char *config_json, const char *const *extra_args);
 
+/* As daemon_start, with connd run by the command `prefix` (NULL-terminated
+ * argv, e.g. systemd-socket-activate and its options), looked up in PATH. */
+int daemon_start_cmd(struct daemon *d, const char *config_json, const char *const *prefix,
+                     const char *const *extra_args);
+
+/* As daemon_start_cmd without waiting for "ready" (wait with
+ * daemon_wait_log(d, "notice: ready:", ms)). */
+int daemon_spawn(struct daemon *d, const char *config_json, const char *const *prefix,
+                 const char *const *extra_args);
+
 /* Run connd on config_json until it exits (timeout_ms bound); returns its
  * exit code (or -1 on timeout/signal); *log_out (if not NULL) is the log,
  * malloc'd. */

@@ -27,6 +27,7 @@
  *   "fini_timer": true     a 60 s repeating timer from init, stopped in fini
  *   "reconnect": true      closed() of an outgoing connection connects again
  *   "close_in_sent": true  sent() logs "sent id=N len=L", aborts and drops
+ *   "block_ms": N          received() blocks the loop for N ms (a wedged plugin)
  *   "bye": true            on the first received(): write "BYE\n", close
  *   "sockopts": true       on accept: nodelay, keepalive, get/setsockopt and
  *                          addresses, logged as "sockopts id=N ..."
@@ -41,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct tp {
     const struct connd_host *h;
@@ -50,7 +52,7 @@ struct tp {
     bool fini_timer, reconnect, close_in_sent;
     struct connd_timer *fini_t;
     char drop[32];
-    long timer_ms, unmute_ms;
+    long timer_ms, unmute_ms, block_ms;
     char reasons[4][16];
     int n_reasons;
     long expect;
@@ -108,6 +110,7 @@ static int tp_init(const struct connd_host *h, struct connd_plugin *self,
     tp->reconnect = json_is_true(json_object_get(cfg, "reconnect"));
     tp->close_in_sent = json_is_true(json_object_get(cfg, "close_in_sent"));
     tp->unmute_ms = (long)json_integer_value(json_object_get(cfg, "unmute_ms"));
+    tp->block_ms = (long)json_integer_value(json_object_get(cfg, "block_ms"));
     json_t *rs = json_object_get(cfg, "mute_reasons");
     for (size_t i = 0; i < json_array_size(rs) && tp->n_reasons < 4; i++)
         if ((s = json_string_value(json_array_get(rs, i))))
@@ -326,6 +329,12 @@ static bool tp_received(void *state, struct connd_conn *c, const uint8_t *data, 
 
     if (tp->log_received)
         LOG(tp, "received id=%llu len=%zu times=%u", cid(tp, c), len, times);
+    if (tp->block_ms > 0) {
+        struct timespec ts = {tp->block_ms / 1000, (tp->block_ms % 1000) * 1000000L};
+        LOG(tp, "blocking id=%llu for %ld ms", cid(tp, c), tp->block_ms);
+        while (nanosleep(&ts, &ts) < 0)
+            ;
+    }
     if (tp->handover[0] && !tp->h->get_user(c)) {
         tp->h->set_user(c, (void *)1);
         tp->h->write(c, "WELCOME\n", 8);
