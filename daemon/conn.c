@@ -410,6 +410,8 @@ static int conn_queue(struct conn *c, const uv_buf_t *bufs, int nb, size_t total
             return n;
         }
         c->bytes_out += done;
+        if (done)
+            c->last_active_ms = uv_now(&c->lp->uv);
         if (done == total)
             return 0;
     }

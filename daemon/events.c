@@ -111,7 +111,10 @@ void events_sent_emit(struct loop *lp, const struct conn *c, uint64_t token, siz
 
     if (!lp->n_subscribers)
         return;
-    p = json_pack("{s:I, s:I}", "id", (json_int_t)c->id, "token", (json_int_t)token);
+    p = json_pack("{s:I, s:I, s:s}", "id", (json_int_t)c->id, "token", (json_int_t)token,
+                  "plugin", c->plugin->name);
+    if (c->listener)
+        json_object_set_new(p, "listener", json_string(c->listener->name));
     if (err)
         json_object_set_new(p, "error", json_string(uv_err_name(err)));
     else

@@ -321,11 +321,26 @@ void listener_stop(struct listener *l)
     listener_notify(l, l->plugin->notify.listener_closed);
 }
 
+bool listener_same_address(const struct listener *l, const struct config_listener *cfg)
+{
+    return strcmp(l->host, cfg->host) == 0 && strcmp(l->port, cfg->port) == 0;
+}
+
 bool listener_same(const struct listener *l, const struct config_listener *cfg)
 {
-    return strcmp(l->host, cfg->host) == 0 && strcmp(l->port, cfg->port) == 0 &&
-           strcmp(l->plugin->name, cfg->plugin) == 0 && l->limit == cfg->limit &&
-           memcmp(&l->lim, &cfg->lim, sizeof(l->lim)) == 0;
+    return listener_same_address(l, cfg) && strcmp(l->plugin->name, cfg->plugin) == 0 &&
+           l->limit == cfg->limit && memcmp(&l->lim, &cfg->lim, sizeof(l->lim)) == 0;
+}
+
+void listener_update(struct listener *l, const struct config_listener *cfg, struct plugin *p)
+{
+    l->plugin = p;
+    l->limit = cfg->limit;
+    l->lim = cfg->lim; /* for new connections; open ones keep theirs */
+    if ((l->paused & LISTENER_PAUSE_LIMIT) && (!l->limit || l->active < l->limit))
+        listener_resume(l, LISTENER_PAUSE_LIMIT);
+    else if (l->limit && l->active >= l->limit)
+        listener_pause(l, LISTENER_PAUSE_LIMIT);
 }
 
 struct listener *listener_find(struct loop *lp, const char *name)

@@ -36,6 +36,7 @@ struct listener {
     uv_timer_t retry;  /* EMFILE pause */
     bool polling;
     bool closed;       /* stopped for good (shutdown or removal) */
+    bool from_ctl;     /* added with listener.add: a reload keeps it */
     unsigned paused;   /* LISTENER_PAUSE_* */
     size_t active;     /* open connections it accepted */
     uint64_t accepted; /* total */
@@ -58,8 +59,12 @@ void listener_conn_closed(struct listener *l);
 /* Pause for the reasons in `why` (LISTENER_PAUSE_*); resume lifts them. */
 void listener_pause(struct listener *l, unsigned why);
 void listener_resume(struct listener *l, unsigned why);
-/* Whether the running listener l was started from the same settings. */
+/* Whether the running listener l was started from the same settings, or
+ * at least the same host and port. */
 bool listener_same(const struct listener *l, const struct config_listener *cfg);
+bool listener_same_address(const struct listener *l, const struct config_listener *cfg);
+/* Apply cfg's plugin, limit and sizes to l without touching its socket. */
+void listener_update(struct listener *l, const struct config_listener *cfg, struct plugin *p);
 /* The live (not stopped) listener named `name`, or NULL. */
 struct listener *listener_find(struct loop *lp, const char *name);
 /* Format a socket address as "1.2.3.4:80" or "[::1]:80". */

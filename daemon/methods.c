@@ -157,6 +157,11 @@ static int selector_parse(struct rpc_req *r, json_t *sel, struct selector *s)
     s->listener = json_string_value(json_object_get(sel, "listener"));
     s->plugin = json_string_value(json_object_get(sel, "plugin"));
     s->remote_prefix = json_string_value(json_object_get(sel, "remote_prefix"));
+    /* An empty selector would match every connection: ask for intent. */
+    if (json_object_size(sel) == 0)
+        return rpc_fail(r, RPC_INVALID_PARAMS,
+                        "params.select: give at least one of listener, plugin, "
+                        "remote_prefix, idle_ms_gt");
     if ((v = json_object_get(sel, "idle_ms_gt"))) {
         if (!json_is_integer(v) || json_integer_value(v) < 0)
             return rpc_fail(r, RPC_INVALID_PARAMS,
@@ -224,12 +229,13 @@ static int conn_op(struct rpc_req *r, json_t *params, json_t **result, enum bulk
     if (rpc_param_bool(r, params, "dry_run", &dry) < 0)
         return -1;
     if (sel) {
-        json_t *ids = json_array();
         uint64_t now = uv_now(&r->lp->uv);
+        json_t *ids;
         if (json_object_get(params, "id"))
             return rpc_fail(r, RPC_INVALID_PARAMS, "params: give id or select, not both");
         if (selector_parse(r, sel, &s) < 0)
             return -1;
+        ids = json_array();
         /* Match first, then act: acting may close connections. */
         for (struct list *n = r->lp->conns.next; n != &r->lp->conns; n = n->next) {
             c = container_of(n, struct conn, link);
@@ -477,8 +483,10 @@ static int m_conn_connect(struct rpc_req *r, json_t *params, json_t **res)
     if (r->lp->stopping)
         return rpc_fail(r, RPC_LIMIT_REACHED, "connd is shutting down");
     prm.from = from;
-    if ((rc = connect_start(r->lp, p, host, port, &prm, &c)) < 0)
-        return rpc_fail_errno(r, RPC_INVALID_PARAMS, rc, "params.from: %s", uv_strerror(rc));
+    if ((rc = connect_start(r->lp, p, host, port, &prm, &c)) == -EINVAL)
+        return rpc_fail_errno(r, RPC_INVALID_PARAMS, rc, "params.from: not an IP address");
+    if (rc < 0)
+        return rpc_fail_errno(r, RPC_INTERNAL_ERROR, rc, "connect: %s", uv_strerror(rc));
     log_info("conn %" PRIu64 ": connecting to %s:%s for plugin %s (ctl)", c->id, host, port,
              p->name);
     *res = json_pack("{s:I}", "id", (json_int_t)c->id);
@@ -597,8 +605,10 @@ static int m_listener_add(struct rpc_req *r, json_t *params, json_t **res)
     else if ((rc = listener_start(r->lp, &cl, p, &l)) < 0)
         rc = rpc_fail_errno(r, RPC_LISTENER_ERROR, rc, "listener %s: %s:%s: %s", cl.name,
                             cl.host, cl.port, uv_strerror(rc));
-    else
+    else {
+        l->from_ctl = true;
         *res = listener_json(l);
+    }
     config_listener_free(&cl);
     return rc < 0 ? -1 : 0;
 }
@@ -793,7 +803,10 @@ static int m_daemon_shutdown(struct rpc_req *r, json_t *params, json_t **res)
         return -1;
     *res = json_pack("{s:b, s:I, s:I}", "stopping", 1, "timeout_ms", (json_int_t)timeout,
                      "connections", (json_int_t)r->lp->n_conns);
-    loop_shutdown_later(r->lp, timeout); /* after this reply is queued */
+    if (r->lp->stopping)
+        loop_shutdown(r->lp, timeout); /* asked again: as a second SIGTERM */
+    else
+        loop_shutdown_later(r->lp, timeout); /* after this reply is queued */
     return 0;
 }
 

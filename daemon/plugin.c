@@ -373,15 +373,22 @@ static int h_writev(struct connd_conn *c, const struct iovec *iov, int n)
     return conn_writev(conn_of(c), iov, n);
 }
 
-static int h_mute(struct connd_conn *c, const char *reason)
+/* A plugin's mute reason; "ctl" belongs to the operator. */
+static uint32_t plugin_mute_bit(struct connd_conn *c, const char *reason)
 {
     uint32_t bit = loop_mute_bit(conn_of(c)->lp, reason);
+    return bit == MUTE_CTL ? 0 : bit;
+}
+
+static int h_mute(struct connd_conn *c, const char *reason)
+{
+    uint32_t bit = plugin_mute_bit(c, reason);
     return bit ? conn_mute(conn_of(c), bit) : -EINVAL;
 }
 
 static int h_unmute(struct connd_conn *c, const char *reason)
 {
-    uint32_t bit = loop_mute_bit(conn_of(c)->lp, reason);
+    uint32_t bit = plugin_mute_bit(c, reason);
     return bit ? conn_unmute(conn_of(c), bit) : -EINVAL;
 }
 

@@ -1,11 +1,14 @@
 /*
  * reload.c: SIGHUP and daemon.reload. The new config is parsed in full
- * before anything changes; then, in an order that can be undone until the
- * last step: new plugins load, new listeners bind, changed listeners are
- * rebound, removed listeners stop (their connections stay), new outgoing
- * connections start. Unchanged listeners keep their sockets, so nothing
- * queued in their backlogs is refused. A plugin or listener that fails
- * undoes what this reload started and the old config keeps running.
+ * before anything changes. Then, while everything can still be undone, new
+ * plugins (and new generations of changed ones) load and listeners with a
+ * new name or a new address bind; a failure there undoes what this reload
+ * started and the old config keeps running. After that: listeners that
+ * moved stop their old socket, other listener changes (plugin, limit,
+ * sizes) apply in place on the same socket, removed listeners stop
+ * accepting (their connections stay), new outgoing connections start.
+ * Unchanged listeners keep their sockets, so nothing queued in their
+ * backlogs is refused. Listeners added with listener.add are kept.
  *
  * A plugin whose file changed on disk (inode, size or mtime), or whose
  * file or config in the config changed, loads as a new generation: new
@@ -66,7 +69,7 @@ static int loop_reload_apply(struct loop *lp, char *err, size_t errlen)
 {
     struct config *cfg;
     struct plugin **tail, *first_new = NULL;
-    struct listener *started[64];
+    struct listener *started[64], *replaced[64];
     struct plugin *gens[64][2]; /* {old, new} generations this reload made */
     size_t n_started = 0, n_gens = 0;
     int rc;
@@ -110,11 +113,12 @@ static int loop_reload_apply(struct loop *lp, char *err, size_t errlen)
         if (!first_new)
             first_new = p;
     }
-    /* 2. Listeners with a new name bind first: a failure is undone cleanly. */
+    /* 2. Listeners with a new name, or a new address, bind first: a failure
+     * is undone cleanly. replaced[k] is the listener started[k] replaces. */
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct config_listener *cl = &cfg->listeners[i];
-        struct listener *l;
-        if (listener_find(lp, cl->name))
+        struct listener *old = listener_find(lp, cl->name), *l;
+        if (old && listener_same_address(old, cl))
             continue;
         if (n_started == sizeof(started) / sizeof(started[0])) {
             snprintf(err, errlen, "more than %zu new listeners in one reload", n_started);
@@ -125,26 +129,29 @@ static int loop_reload_apply(struct loop *lp, char *err, size_t errlen)
                      strerror(-rc));
             goto undo;
         }
+        replaced[n_started] = old;
         started[n_started++] = l;
     }
-    /* 3. From here on nothing is undone. Changed listeners are rebound. */
+    /* 3. From here on nothing is undone. A listener with a new address
+     * hands over to its new socket; other changes apply in place, keeping
+     * the socket and its backlog. */
+    for (size_t k = 0; k < n_started; k++)
+        if (replaced[k]) {
+            log_notice("reload: listener %s moved to %s", started[k]->name, started[k]->local);
+            listener_stop(replaced[k]);
+        }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct config_listener *cl = &cfg->listeners[i];
-        struct listener *l = listener_find(lp, cl->name), *nl;
-        bool is_new = false;
-        for (size_t k = 0; k < n_started; k++)
-            is_new |= started[k] == l;
-        if (!l || is_new || listener_same(l, cl))
-            continue;
-        log_notice("reload: listener %s changed, rebinding", cl->name);
-        listener_stop(l);
-        if ((rc = listener_start(lp, cl, plugin_find(lp, cl->plugin), &nl)) < 0)
-            log_err("reload: listener %s: %s:%s: %s", cl->name, cl->host, cl->port,
-                    strerror(-rc));
+        struct listener *l = listener_find(lp, cl->name);
+        if (l && !listener_same(l, cl)) {
+            log_notice("reload: listener %s updated in place", cl->name);
+            listener_update(l, cl, plugin_find(lp, cl->plugin));
+        }
     }
-    /* 4. Listeners no longer configured stop accepting. */
+    /* 4. Listeners no longer configured stop accepting (their connections
+     * stay). Listeners added with listener.add are the operator's: kept. */
     for (struct listener *l = lp->listeners, *next; l; l = next) {
-        bool keep = false;
+        bool keep = l->from_ctl;
         next = l->next;
         for (size_t i = 0; i < cfg->n_listeners && !keep; i++)
             keep = strcmp(cfg->listeners[i].name, l->name) == 0;

@@ -4,9 +4,10 @@
  * logs mutating calls with the caller's pid and uid, runs the handler from
  * the method table and serialises its result or error.
  *
- * Requests without an id are notifications: they run and get no reply, as
- * JSON-RPC 2.0 says. A line that is not a readable request gets an error
- * with "id": null. Batches (arrays) are refused with -32600.
+ * Requests without an id are notifications: they run and get no reply, not
+ * even an error, as JSON-RPC 2.0 says. A line that is not a readable
+ * request (bad JSON, not an object, no "jsonrpc": "2.0", no method string)
+ * gets an error with "id": null. Batches (arrays) are refused with -32600.
  */
 #include "rpc.h"
 
@@ -35,7 +36,9 @@ int rpc_fail_errno(struct rpc_req *r, int code, int err, const char *fmt, ...)
     va_list ap;
 
     r->code = code;
-    r->errname = uv_err_name(err);
+    r->errname = strerrorname_np(-err); /* libuv has no name for some, e.g. ENOEXEC */
+    if (!r->errname)
+        r->errname = uv_err_name(err);
     va_start(ap, fmt);
     vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
     va_end(ap);
@@ -209,12 +212,14 @@ void rpc_handle_line(struct ctl_client *cl, const char *line, size_t len)
     r.method = json_string_value(method);
     params = json_object_get(req, "params");
     if (params && !json_is_object(params)) {
-        rpc_reply_error(cl, id, RPC_INVALID_PARAMS, "params: expected an object", NULL);
+        if (id)
+            rpc_reply_error(cl, id, RPC_INVALID_PARAMS, "params: expected an object", NULL);
         goto out;
     }
     if (!(m = rpc_find(r.method))) {
         snprintf(msg, sizeof(msg), "method not found: %.200s", r.method);
-        rpc_reply_error(cl, id, RPC_METHOD_NOT_FOUND, msg, NULL);
+        if (id) /* a notification gets no reply, not even an error */
+            rpc_reply_error(cl, id, RPC_METHOD_NOT_FOUND, msg, NULL);
         goto out;
     }
     if (cl->role == CTL_ROLE_NONE || (cl->role == CTL_ROLE_READONLY && !m->readonly)) {
@@ -222,7 +227,8 @@ void rpc_handle_line(struct ctl_client *cl, const char *line, size_t len)
                    (int)cl->uid);
         snprintf(msg, sizeof(msg), "permission denied: %s needs the %s role", m->name,
                  m->readonly ? "read-only" : "admin");
-        rpc_reply_error(cl, id, RPC_PERMISSION_DENIED, msg, NULL);
+        if (id)
+            rpc_reply_error(cl, id, RPC_PERMISSION_DENIED, msg, NULL);
         goto out;
     }
     if (!m->readonly)

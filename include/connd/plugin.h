@@ -114,7 +114,8 @@ struct connd_host {
      * means "plugin"). Reasons are independent: the connection reads again
      * only when every reason has been lifted. Muting for a reason already in
      * force is a no-op. A muted connection still notices the peer's close.
-     * Returns 0, -ENOTCONN, or -EINVAL for a bad or 33rd distinct reason. */
+     * "ctl" is the operator's (connctl mute) and refused here. Returns 0,
+     * -ENOTCONN, or -EINVAL for a bad, reserved or 33rd distinct reason. */
     int (*mute)(struct connd_conn *c, const char *reason);
     int (*unmute)(struct connd_conn *c, const char *reason);
 
