@@ -570,12 +570,15 @@ int conn_unmute(struct conn *c, uint32_t bit)
 
 int conn_expect(struct conn *c, size_t qty)
 {
-    if (c->in_sent)
+    if (c->in_sent || c->in_expect)
         return -EBUSY;
     if (!conn_live(c))
         return -ENOTCONN;
-    if (c->plugin->notify.expect)
+    if (c->plugin->notify.expect) {
+        c->in_expect = true; /* the hook calling expect() must not recurse */
         qty = c->plugin->notify.expect(c->plugin->state, conn_pub(c), qty);
+        c->in_expect = false;
+    }
     if (qty > c->lim.max_size)
         return -EINVAL;
     c->expect = qty;

@@ -69,6 +69,7 @@ struct conn {
     bool paused : 1;         /* received() returned false: resume next turn */
     bool in_deliver : 1;
     bool in_sent : 1;
+    bool in_expect : 1;
     bool throttled : 1;
     bool rdhup_watched : 1;
     bool close_requested : 1; /* close() while connecting */

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "log.h"
 #include "loop.h"
+#include "plugin.h"
 
 static void usage(FILE *out)
 {
@@ -23,7 +24,8 @@ static void usage(FILE *out)
             "\n"
             "  -c, --config FILE          config file (default %s)\n"
             "  -s, --control-socket PATH  control socket path, overrides control.path\n"
-            "      --check-config         validate the config and exit\n"
+            "      --check-config         validate the config (and that each plugin\n"
+            "                             file loads with the right ABI) and exit\n"
             "      --log-level LEVEL      err, warning, notice, info (default) or debug\n"
             "      --version              print the version and exit\n"
             "  -h, --help                 this text\n",
@@ -97,6 +99,13 @@ int main(int argc, char **argv)
         cfg->control_path = dup;
     }
     if (check_only) {
+        /* Each plugin file is opened and its ABI checked, but not started. */
+        for (size_t i = 0; i < cfg->n_plugins; i++)
+            if (plugin_probe(&cfg->plugins[i], cfg->plugin_dir, err, sizeof(err)) < 0) {
+                log_err("config: %s", err);
+                config_free(cfg);
+                return 1;
+            }
         printf("%s: ok\n", config_path);
         config_free(cfg);
         return 0;

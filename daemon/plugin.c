@@ -84,17 +84,14 @@ static void *plugin_dlopen_copy(struct plugin *p, char *err, size_t errlen)
     return dl;
 }
 
-static int plugin_load_gen(struct loop *lp, const struct config_plugin *cp,
-                           const char *plugin_dir, unsigned generation, struct plugin **out,
-                           char *err, size_t errlen)
+/* A new, not yet opened instance for cp; NULL when out of memory. */
+static struct plugin *plugin_new(struct loop *lp, const struct config_plugin *cp,
+                                 const char *plugin_dir, unsigned generation)
 {
-    connd_plugin_entry_fn entry;
-    const struct connd_notify *nt;
-    struct plugin *p;
-    int rc;
+    struct plugin *p = calloc(1, sizeof(*p));
 
-    if (!(p = calloc(1, sizeof(*p))))
-        return -ENOMEM;
+    if (!p)
+        return NULL;
     p->lp = lp;
     p->memfd = -1;
     p->generation = generation;
@@ -103,58 +100,76 @@ static int plugin_load_gen(struct loop *lp, const struct config_plugin *cp,
     p->file = strdup(cp->file);
     p->config_json = strdup(cp->config_json ? cp->config_json : "{}");
     if (!p->name || !p->path || !p->file || !p->config_json) {
-        rc = -ENOMEM;
-        snprintf(err, errlen, "plugin %s: out of memory", cp->name);
-        goto fail;
+        plugin_free(p);
+        return NULL;
     }
+    return p;
+}
+
+/* Open p's file and check it: a regular file, a shared object, the entry
+ * point, the ABI and the table size; copy the table. Runs no plugin code
+ * but the entry point (and the object's constructors). */
+static int plugin_open(struct plugin *p, char *err, size_t errlen)
+{
+    connd_plugin_entry_fn entry;
+    const struct connd_notify *nt;
+
     if (stat(p->path, &p->st) < 0) {
-        rc = -errno;
         snprintf(err, errlen, "plugin %s: %s: %s", p->name, p->path, strerror(errno));
-        goto fail;
+        return -errno;
     }
     if (!S_ISREG(p->st.st_mode)) {
-        rc = -EINVAL;
         snprintf(err, errlen, "plugin %s: %s: not a regular file", p->name, p->path);
-        goto fail;
+        return -EINVAL;
     }
-    if (generation > 1) {
-        if (!(p->dl = plugin_dlopen_copy(p, err, errlen))) {
-            rc = -ENOEXEC;
-            goto fail;
-        }
+    if (p->generation > 1) {
+        if (!(p->dl = plugin_dlopen_copy(p, err, errlen)))
+            return -ENOEXEC;
     } else if (!(p->dl = dlopen(p->path, RTLD_NOW | RTLD_LOCAL))) {
-        rc = -ENOEXEC;
         snprintf(err, errlen, "plugin %s: not a loadable shared object: %s", p->name,
                  dlerror());
-        goto fail;
+        return -ENOEXEC;
     }
     *(void **)&entry = dlsym(p->dl, "connd_plugin_entry");
     if (!entry) {
-        rc = -ENOEXEC;
         snprintf(err, errlen, "plugin %s: %s: no connd_plugin_entry symbol", p->name,
                  p->path);
-        goto fail;
+        return -ENOEXEC;
     }
     if (!(nt = entry())) {
-        rc = -ENOEXEC;
         snprintf(err, errlen, "plugin %s: %s: connd_plugin_entry returned NULL", p->name,
                  p->path);
-        goto fail;
+        return -ENOEXEC;
     }
     if (nt->abi != CONND_PLUGIN_ABI) {
-        rc = -EPROTO;
         snprintf(err, errlen, "plugin %s: %s: abi %" PRIu32 ", connd speaks %d", p->name,
                  p->path, nt->abi, CONND_PLUGIN_ABI);
-        goto fail;
+        return -EPROTO;
     }
     if (nt->size < PLUGIN_NOTIFY_MIN_SIZE) {
-        rc = -EPROTO;
-        snprintf(err, errlen, "plugin %s: %s: notify table of %" PRIu32 " bytes, at least %zu expected",
+        snprintf(err, errlen,
+                 "plugin %s: %s: notify table of %" PRIu32 " bytes, at least %zu expected",
                  p->name, p->path, nt->size, (size_t)PLUGIN_NOTIFY_MIN_SIZE);
-        goto fail;
+        return -EPROTO;
     }
     /* Hooks newer than the plugin stay NULL. */
     memcpy(&p->notify, nt, nt->size < sizeof(p->notify) ? nt->size : sizeof(p->notify));
+    return 0;
+}
+
+static int plugin_load_gen(struct loop *lp, const struct config_plugin *cp,
+                           const char *plugin_dir, unsigned generation, struct plugin **out,
+                           char *err, size_t errlen)
+{
+    struct plugin *p = plugin_new(lp, cp, plugin_dir, generation);
+    int rc;
+
+    if (!p) {
+        snprintf(err, errlen, "plugin %s: out of memory", cp->name);
+        return -ENOMEM;
+    }
+    if ((rc = plugin_open(p, err, errlen)) < 0)
+        goto fail;
     if (p->notify.init &&
         (rc = p->notify.init(&plugin_host, (struct connd_plugin *)p, p->config_json,
                              &p->state)) != 0) {
@@ -171,6 +186,21 @@ static int plugin_load_gen(struct loop *lp, const struct config_plugin *cp,
 fail:
     while (p->timers) /* started by a failed init() */
         ptimer_free(p->timers);
+    plugin_free(p);
+    return rc;
+}
+
+int plugin_probe(const struct config_plugin *cp, const char *plugin_dir, char *err,
+                 size_t errlen)
+{
+    struct plugin *p = plugin_new(NULL, cp, plugin_dir, 1);
+    int rc;
+
+    if (!p) {
+        snprintf(err, errlen, "plugin %s: out of memory", cp->name);
+        return -ENOMEM;
+    }
+    rc = plugin_open(p, err, errlen);
     plugin_free(p);
     return rc;
 }
@@ -282,6 +312,7 @@ void plugin_unload(struct plugin *p)
 {
     while (p->timers)
         ptimer_free(p->timers);
+    p->finishing = true; /* fini() may not start what would outlive it */
     if (p->notify.fini)
         p->notify.fini(p->state);
     log_debug("plugin %s: generation %u unloaded", p->name, p->generation);
@@ -333,7 +364,7 @@ static struct connd_timer *h_timer_start(struct connd_plugin *cp, uint64_t ms,
     struct plugin *p = plugin_of(cp);
     struct ptimer *pt;
 
-    if (!cb || !(pt = calloc(1, sizeof(*pt))))
+    if (!cb || p->finishing || !(pt = calloc(1, sizeof(*pt))))
         return NULL;
     uv_timer_init(&p->lp->uv, &pt->t);
     pt->t.data = pt;
@@ -538,9 +569,10 @@ static int h_connect(struct connd_plugin *cp, const char *host, const char *port
      * keep a shutting-down daemon alive. */
     if (!p->ready)
         return -EAGAIN;
-    if (p->lp->stopping)
+    if (p->lp->stopping || p->finishing)
         return -ESHUTDOWN;
     if (opts) {
+        /* size 0 is the first layout, which every field below belongs to. */
         if (opts->family != CONND_FAMILY_ANY && opts->family != CONND_FAMILY_IPV4 &&
             opts->family != CONND_FAMILY_IPV6)
             return -EINVAL;

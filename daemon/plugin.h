@@ -26,6 +26,7 @@ struct plugin {
     void *state;
     size_t n_conns;         /* connections this instance owns */
     bool ready;             /* init() succeeded */
+    bool finishing;         /* fini() runs: no new timers or connections */
     /* Generations: plugin.load of a loaded name (or SIGHUP after the file
      * changed) loads the new code as generation + 1 for new connections;
      * the old one is `retired` and unloaded when its last connection goes. */
@@ -49,6 +50,11 @@ struct plugin {
  */
 int plugin_load(struct loop *lp, const struct config_plugin *cp, const char *plugin_dir,
                 struct plugin **out, char *err, size_t errlen);
+/* What --check-config does: open cp's file and check its entry point, ABI
+ * and table as plugin_load would, without running init(); unload it.
+ * Returns 0 or a negative errno with the reason in err. */
+int plugin_probe(const struct config_plugin *cp, const char *plugin_dir, char *err,
+                 size_t errlen);
 /* Stop its timers, run fini(), dlclose. Only when n_conns is 0. */
 void plugin_unload(struct plugin *p);
 /* The current (not retired) generation named `name`, or NULL. */

@@ -168,13 +168,15 @@ START_TEST(test_host_mute_reasons_are_independent)
     char buf[4] = {0};
     int fd;
 
-    start("{\"echo\": true, \"mute_reasons\": [\"ctl\", \"plugin\"],"
+    start("{\"echo\": true, \"mute_reasons\": [\"x\", \"plugin\", \"ctl\"],"
           " \"unmute_ms\": 300}");
     fd = tcp_connect("127.0.0.1", port);
     ck_assert_int_eq(io_write_all(fd, "abc", 3), 0);
-    /* Muted twice for "ctl", once for "plugin": one unmute of "ctl" lifts
-     * it (flags, not counts), and "plugin" still holds the bytes. */
-    ck_assert(daemon_wait_log(&D, "unmuted id=1 reason=ctl rc=0", 2000));
+    /* "ctl" is the operator's: a plugin may not use it. */
+    ck_assert(daemon_wait_log(&D, "mute id=1 reason=ctl rc=-22", 2000));
+    /* Muted twice for "x", once for "plugin": one unmute of "x" lifts it
+     * (flags, not counts), and "plugin" still holds the bytes. */
+    ck_assert(daemon_wait_log(&D, "unmuted id=1 reason=x rc=0", 2000));
     ck_assert(!io_readable(fd, 150));
     ck_assert(daemon_wait_log(&D, "unmuted id=1 reason=plugin rc=0", 2000));
     ck_assert_int_eq(io_read_exact(fd, buf, 3), 0);

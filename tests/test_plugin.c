@@ -521,6 +521,28 @@ START_TEST(test_plugin_good_plugin_config_starts_connd)
 }
 END_TEST
 
+/* --check-config opens each plugin and checks its ABI without starting it. */
+START_TEST(test_plugin_check_config_refuses_a_wrong_abi_without_init)
+{
+    static const char *const check[] = {"--check-config", NULL};
+    char *log = NULL;
+    int rc;
+
+    rc = daemon_run("{\"plugin_dir\":\"@TPLUGINS@\","
+                    "\"plugins\":[{\"name\":\"b\",\"file\":\"bad_abi.so\"}]}",
+                    check, 10000, &log);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(log, "abi 99, connd speaks 1"), "log:\n%s", log);
+    free(log);
+    /* init_fail.so loads fine: --check-config runs no init(), so it passes. */
+    rc = daemon_run("{\"plugin_dir\":\"@TPLUGINS@\","
+                    "\"plugins\":[{\"name\":\"i\",\"file\":\"init_fail.so\"}]}",
+                    check, 10000, &log);
+    ck_assert_msg(rc == 0 && !strstr(log, "init called"), "rc %d, log:\n%s", rc, log);
+    free(log);
+}
+END_TEST
+
 static Suite *plugin_suite(void)
 {
     Suite *s = suite_create("plugin");
@@ -549,6 +571,7 @@ static Suite *plugin_suite(void)
     tcase_add_loop_test(tc, test_plugin_bad_plugin_makes_connd_exit_1_with_one_line, 0,
                         (int)(sizeof(daemon_cases) / sizeof(daemon_cases[0])));
     tcase_add_test(tc, test_plugin_good_plugin_config_starts_connd);
+    tcase_add_test(tc, test_plugin_check_config_refuses_a_wrong_abi_without_init);
     suite_add_tcase(s, tc);
     return s;
 }

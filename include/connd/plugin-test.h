@@ -13,6 +13,12 @@
  *     ck_assert_str_eq(cpt_conn_output(c, NULL), "hi");
  *     cpt_host_free(h);
  *
+ * Building: the static library connd-plugin-test is installed next to
+ * the header (link with -lconnd-plugin-test -ldl; in connd's tree, link
+ * the CMake target connd-plugin-test). It uses libc and libdl only. A
+ * plugin under test is either its built .so (cpt_plugin_open) or its
+ * `struct connd_notify` compiled into the test (cpt_plugin_load).
+ *
  * The host table the plugin gets implements every member of
  * `struct connd_host` with connd's semantics and -errno codes (see
  * connd/plugin.h); where a socket would be involved, this is what stands
@@ -52,7 +58,10 @@
  * fake loop settle (deliveries unmute made possible, FINs, closed() calls)
  * before it returns, so a test sees the state connd would reach once idle.
  * Called from inside a plugin callback, the settling waits for the
- * outermost call.
+ * outermost call. A host function a test calls itself (through
+ * cpt_host_table()) acts as if called inside a callback: what it makes
+ * due (a delivery after unmute(), a FIN, closed() after abort()) happens at
+ * the next driving call, cpt_run() if there is none.
  *
  * Ownership and lifetimes:
  * - The host owns every plugin, connection and timer. Connections stay
@@ -116,8 +125,8 @@ struct cpt_host *cpt_host_new(void);
 /* Close what is open (closed() fires), stop timers, fini() and unload
  * every plugin, free every connection. NULL is a no-op. */
 void cpt_host_free(struct cpt_host *h);
-/* The table plugins get, for a test that calls host functions itself
- * (e.g. mute(c, "ctl") as connctl would). Valid until cpt_host_free(). */
+/* The table plugins get, for a test that calls host functions itself.
+ * Valid until cpt_host_free(). */
 const struct connd_host *cpt_host_table(const struct cpt_host *h);
 /* The limits new connections get; change them through the pointer. */
 struct cpt_limits *cpt_host_limits(struct cpt_host *h);
@@ -183,6 +192,9 @@ int cpt_conn_receive_str(struct connd_conn *c, const char *s);
 int cpt_conn_peer_close(struct connd_conn *c);
 /* The peer reset the connection: it is gone at once, closed() fires. */
 int cpt_conn_peer_reset(struct connd_conn *c);
+/* The operator mutes (on) or unmutes c, as `connctl mute` does: the
+ * reason "ctl", which plugins may not use. */
+int cpt_conn_ctl_mute(struct connd_conn *c, bool on);
 /* Pretend `bytes` are queued for the peer and not taken by the kernel
  * (replacing the count); throttled()/unthrottled() fire as in connd.
  * Only for established connections (open or closing). */

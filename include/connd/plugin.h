@@ -24,10 +24,12 @@
  *   with free() when the kernel has it.
  *
  * ABI policy: CONND_PLUGIN_ABI changes only when old plugins must break.
- * New members are appended to the structs below; connd copies at most
- * `size` bytes of a plugin's connd_notify into a zeroed struct, so hooks a
- * plugin does not know about stay NULL, and a plugin must check
- * connd_host.size before calling a host member added after its build.
+ * New members are appended to the structs below, never inserted or
+ * reordered; connd copies at most `size` bytes of a plugin's connd_notify
+ * into a zeroed struct, so hooks a plugin does not know about stay NULL.
+ * Host members appended after the first ABI 1 table (marked "since" below)
+ * may be missing from an older connd: check with CONND_HOST_HAS(h, member)
+ * before calling one. connd_connect_opts grows the same way, by its size.
  */
 #ifndef CONND_PLUGIN_H
 #define CONND_PLUGIN_H
@@ -82,6 +84,7 @@ enum connd_sent {
 
 /* Options of an outgoing connection. Zero-initialise, then set what you need. */
 struct connd_connect_opts {
+    uint32_t size; /* sizeof(struct connd_connect_opts), or 0: the first layout */
     enum connd_family family;
     const char *from;    /* local address to bind, NULL or "" for any; borrowed */
     const char *plugin;  /* plugin instance name to own the connection; NULL: the caller */
@@ -94,8 +97,14 @@ struct connd_connect_opts {
  * fini() returns. Functions returning int return 0 (or a count) on success
  * and a negative errno on failure:
  *   -ENOTCONN  the connection is closing or closed (no further writes)
+ *   -EPIPE     a write after shutdown()
  *   -ENOBUFS   the write would take pending bytes past max_pending
- *   -EINVAL    a bad argument (e.g. expect above max_size)
+ *   -EMSGSIZE  one write (all its buffers) of 2 GiB or more
+ *   -EINVAL    a bad argument (e.g. expect above max_size, a bad mute reason)
+ *   -EBUSY     expect() inside sent() or inside the expect() hook
+ *   -ENOMEM    out of memory
+ *   -EAGAIN    connect() inside init()
+ *   -ESHUTDOWN connect() while connd shuts down, or inside fini()
  */
 struct connd_host {
     uint32_t abi;  /* CONND_PLUGIN_ABI of the daemon */
@@ -176,6 +185,7 @@ struct connd_host {
     /* Run cb(arg) after `ms` milliseconds, then every `repeat_ms` if not 0.
      * The timer belongs to `p` and is stopped before its fini(). A one-shot
      * timer is freed after cb returns; timer_stop() frees it at once. */
+    /* Returns NULL inside fini(). */
     struct connd_timer *(*timer_start)(struct connd_plugin *p, uint64_t ms,
                                        uint64_t repeat_ms, void (*cb)(void *arg),
                                        void *arg);
@@ -185,6 +195,8 @@ struct connd_host {
     const char *(*plugin_name)(const struct connd_plugin *p);
     /* Name of the listener that accepted c, or NULL for an outgoing one. */
     const char *(*listener_name)(const struct connd_conn *c);
+
+    /* Since the first release: the members below; check CONND_HOST_HAS. */
 
     /* Half-close: no new writes (-EPIPE), queued bytes are delivered, then
      * FIN; reading and callbacks go on. The connection closes (closed()
@@ -251,6 +263,8 @@ struct connd_notify {
     void (*not_listening)(void *state, const char *listener);
     void (*listener_closed)(void *state, const char *listener);
 
+    /* Since the first release (an older connd leaves these unused): */
+
     /* set_notify() handed c to this plugin; called at once, inside the
      * set_notify() call. Set up per-connection state here. */
     void (*adopted)(void *state, struct connd_conn *c);
@@ -265,6 +279,10 @@ struct connd_notify {
     int (*show)(void *state, struct connd_conn *c, char *buf, size_t len);
     /* new members go below this line, never above, never reordered */
 };
+
+/* Whether host table h has member m (an older connd may not). */
+#define CONND_HOST_HAS(h, m)                                                             \
+    ((h)->size >= offsetof(struct connd_host, m) + sizeof((h)->m) && (h)->m != NULL)
 
 /* The single symbol a plugin exports. Returns a table of static storage. */
 typedef const struct connd_notify *(*connd_plugin_entry_fn)(void);

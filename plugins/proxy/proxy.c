@@ -112,7 +112,8 @@ static void proxy_accepted(void *state, struct connd_conn *c)
 {
     struct proxy *px = state;
     struct pair *pr = calloc(1, sizeof(*pr));
-    struct connd_connect_opts o = {.user = pr, .timeout_ms = px->connect_timeout_ms};
+    struct connd_connect_opts o = {
+        .size = sizeof(o), .user = pr, .timeout_ms = px->connect_timeout_ms};
     int rc;
 
     if (!pr) {
@@ -205,8 +206,10 @@ static void proxy_peer_closed(void *state, struct connd_conn *c)
     struct pair *pr = px->h->get_user(c);
     struct connd_conn *to = pr ? other_side(pr, c) : NULL;
 
-    if (to)
+    if (to && CONND_HOST_HAS(px->h, shutdown))
         px->h->shutdown(to);
+    else if (to)
+        px->h->close(to, "proxy: peer closed (connd without half-close)");
     else
         px->h->close(c, "proxy: other side gone");
 }

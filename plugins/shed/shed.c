@@ -87,9 +87,11 @@ static int shed_show(void *state, struct connd_conn *c, char *buf, size_t len)
     (void)state;
     if (!sc)
         return 0;
-    return snprintf(buf, len, "{\"dropped_bytes\": %" PRIu64 ", \"dropped_writes\": %" PRIu64
-                              ", \"shedding\": %s}",
-                    sc->dropped, sc->dropped_writes, sc->throttled ? "true" : "false");
+    int n = snprintf(buf, len,
+                     "{\"dropped_bytes\": %" PRIu64 ", \"dropped_writes\": %" PRIu64
+                     ", \"shedding\": %s}",
+                     sc->dropped, sc->dropped_writes, sc->throttled ? "true" : "false");
+    return n > 0 && (size_t)n < len ? n : 0;
 }
 
 static void shed_closed(void *state, struct connd_conn *c)
