@@ -6,6 +6,7 @@
 #define CONND_CONFIG_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -57,6 +58,7 @@ struct config_connection {
 
 struct config {
     char *control_path;
+    bool control_path_override; /* set by connd -s: a reload keeps it */
     mode_t control_mode;   /* default 0660 */
     uid_t *readonly_uids;  /* control.readonly_uids */
     size_t n_readonly_uids;

@@ -97,6 +97,7 @@ int main(int argc, char **argv)
         }
         free(cfg->control_path);
         cfg->control_path = dup;
+        cfg->control_path_override = true;
     }
     if (check_only) {
         /* Each plugin file is opened and its ABI checked, but not started. */

@@ -551,8 +551,13 @@ static int m_conn_setopt(struct rpc_req *r, json_t *params, json_t **res)
             json_object_set_new(applied, "sndbuf", json_integer((json_int_t)sndbuf));
     }
     if (rc < 0) {
+        /* Say which options took effect before the one that failed. */
+        char *done = json_dumps(applied, JSON_COMPACT);
         json_decref(applied);
-        return rpc_fail_errno(r, RPC_NOT_CONNECTED, rc, "setsockopt: %s", uv_strerror(rc));
+        rpc_fail_errno(r, RPC_INVALID_PARAMS, rc, "setsockopt: %s; applied before it: %s",
+                       uv_strerror(rc), done ? done : "?");
+        free(done);
+        return -1;
     }
     *res = applied;
     return 0;

@@ -84,7 +84,8 @@ static int loop_reload_apply(struct loop *lp, char *err, size_t errlen)
     }
     if (config_load(lp->config_path, &cfg, err, errlen) < 0)
         return -1;
-    if (strcmp(cfg->control_path, lp->cfg->control_path) != 0 ||
+    if ((!lp->cfg->control_path_override &&
+         strcmp(cfg->control_path, lp->cfg->control_path) != 0) ||
         cfg->control_mode != lp->cfg->control_mode)
         log_warn("reload: control.path and control.mode changes need a restart");
 
@@ -172,6 +173,7 @@ static int loop_reload_apply(struct loop *lp, char *err, size_t errlen)
      * control socket keeps its path from start-up. */
     free(cfg->control_path);
     cfg->control_path = strdup(lp->cfg->control_path);
+    cfg->control_path_override = lp->cfg->control_path_override;
     cfg->control_mode = lp->cfg->control_mode;
     config_free(lp->cfg);
     lp->cfg = cfg;
