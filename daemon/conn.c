@@ -212,11 +212,9 @@ static void conn_on_eof(struct conn *c)
     c->peer_eof = true;
     if (c->state == CONN_OPEN && c->plugin->notify.peer_closed) {
         conn_io_update(c);
-        if (c->shutdown_done) {
-            conn_finish(c, false); /* both directions are done */
-            return;
-        }
         NOTIFY(c, peer_closed);
+        if (c->state == CONN_OPEN && c->shutdown_done)
+            conn_finish(c, false); /* both directions are done */
     } else if (c->state == CONN_OPEN) {
         conn_close(c, "peer closed");
     } else if (c->state == CONN_CLOSING) {

@@ -206,10 +206,16 @@ static void client_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (nread < 0) {
-        if (nread != UV_EOF)
+        if (nread != UV_EOF) {
             log_debug("control: client pid %d: read: %s", (int)cl->pid,
                       uv_err_name((int)nread));
-        control_client_close(cl); /* a request cut off mid-line is dropped */
+            control_client_close(cl);
+            return;
+        }
+        /* A half-close ("nc -N", "connctl < file"): answer every complete
+         * line first; an unfinished last line is dropped. */
+        cl->eof = true;
+        client_read_update(cl);
         return;
     }
     cl->in_len += (size_t)nread;
@@ -225,6 +231,12 @@ static void client_read_update(struct ctl_client *cl)
     if (want && cl->in_len > cl->scanned) {
         client_process(cl); /* lines held while paused */
         want = !cl->closing && cl->out_pending <= CTL_OUT_PAUSE;
+    }
+    if (cl->eof && !cl->closing) {
+        /* Done once every held line is answered and written. */
+        if (cl->in_len == cl->scanned && !cl->out_pending)
+            control_client_close(cl);
+        want = false;
     }
     if (cl->closing || want == cl->reading)
         return;

@@ -36,6 +36,7 @@ struct ctl_client {
     size_t in_len, in_cap, scanned;
     bool discarding; /* dropping the rest of an oversized line */
     bool reading, closing;
+    bool eof; /* the client half-closed: close once its replies are out */
     size_t out_pending; /* bytes given to uv_write and not yet written */
     uint64_t stalled_since; /* uv_now when output began to wait, or 0 */
     uid_t uid;

@@ -181,7 +181,7 @@ void rpc_handle_line(struct ctl_client *cl, const char *line, size_t len)
 
     if (strspn(line, " \t\r") == len)
         return; /* blank lines are ignored */
-    if (!(req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr))) {
+    if (!(req = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr))) {
         snprintf(msg, sizeof(msg), "parse error: %s", jerr.text);
         rpc_reply_error(cl, NULL, RPC_PARSE_ERROR, msg, NULL);
         return;

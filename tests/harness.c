@@ -82,7 +82,7 @@ static char *expand(const char *tmpl, const char *dir)
 int daemon_spawn(struct daemon *d, const char *config_json, const char *const *prefix,
                  const char *const *extra_args)
 {
-    const char *argv[48];
+    const char *argv[48], *wrapper;
     int pipefd[2], argc = 0;
     char *text;
     FILE *f;
@@ -107,6 +107,13 @@ int daemon_spawn(struct daemon *d, const char *config_json, const char *const *p
 
     for (int i = 0; prefix && prefix[i] && argc < 16; i++)
         argv[argc++] = prefix[i];
+    /* CONND_TEST_WRAPPER="valgrind --error-exitcode=99 ..." runs every
+     * daemon under that command (words split on spaces). */
+    if ((wrapper = getenv("CONND_TEST_WRAPPER")) && *wrapper) {
+        snprintf(d->wrapper, sizeof(d->wrapper), "%s", wrapper);
+        for (char *w = strtok(d->wrapper, " "); w && argc < 30; w = strtok(NULL, " "))
+            argv[argc++] = w;
+    }
     argv[argc++] = CONND_BIN;
     argv[argc++] = "-c";
     argv[argc++] = d->cfg_path;
@@ -133,6 +140,9 @@ int daemon_spawn(struct daemon *d, const char *config_json, const char *const *p
     }
     close(pipefd[1]);
     d->err_fd = pipefd[0];
+    /* A chatty daemon must not block on a full pipe while a test is busy
+     * elsewhere: give the log room. */
+    fcntl(d->err_fd, F_SETPIPE_SZ, 1 << 20);
     fcntl(d->err_fd, F_SETFL, O_NONBLOCK);
     return 0;
 }

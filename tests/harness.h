@@ -20,6 +20,7 @@ struct daemon {
     char dir[64];    /* private temp directory */
     char cfg_path[96];
     char ctl_path[96]; /* control socket: -s DIR/control.sock unless configured */
+    char wrapper[256]; /* $CONND_TEST_WRAPPER, split into argv in place */
     int status; /* wait status once exited, else -1 */
 };
 

@@ -31,11 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Whether the daemon's host table has member m. connd_host only ever grows
- * at its end, and an older connd hands a smaller table, so a member added
- * after the first ABI 1 release is checked before it is called. */
-#define HOST_HAS(h, m) ((h)->size >= offsetof(struct connd_host, m) + sizeof((h)->m))
-
 /* The reason this plugin mutes for; conn.show lists it while in force. */
 #define MUTE_REASON "backpressure"
 
@@ -213,7 +208,7 @@ static void upper_peer_closed(void *state, struct connd_conn *c)
 {
     struct upper *u = state;
 
-    if (HOST_HAS(u->h, shutdown))
+    if (CONND_HOST_HAS(u->h, shutdown))
         u->h->shutdown(c);
     else
         u->h->close(c, "upper: peer closed");

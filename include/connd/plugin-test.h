@@ -27,8 +27,8 @@
  *   buffered and delivered as connd does: exactly expect() bytes per
  *   received(), or what is buffered (at most max_size) when expect is 0.
  *   Nothing is delivered while the connection is muted; after received()
- *   returns false the rest waits for cpt_run() (connd's next loop turn)
- *   or an unmute()/expect() that resumes it. Each received() gets a
+ *   returns false the rest waits for the next loop turn (cpt_run() or
+ *   cpt_advance()) or an unmute()/expect() that resumes it. Each received() gets a
  *   malloc'd copy of exactly `len` bytes, freed when it returns, so ASan
  *   reports a plugin that reads past `len` or keeps `data`.
  * - Writing: the fake kernel takes every write at once while nothing is
@@ -39,7 +39,9 @@
  * - Closing: close() drains pending bytes, sends the FIN and waits for
  *   the peer's EOF (cpt_conn_peer_close()) unless muted, bounded by
  *   close_timeout_ms of cpt_advance() time; abort() ends it at once.
- *   closed() fires exactly once, never inside the host call that caused it.
+ *   After shutdown(), the peer's EOF still reaches peer_closed() (as
+ *   plugin.h says), then the connection closes. closed() fires exactly
+ *   once, never inside the host call that caused it.
  * - Outgoing connections: connect() makes a connection in CPT_CONNECTING;
  *   the test fetches it (cpt_host_next_outgoing()) and decides with
  *   cpt_conn_connect_ok() or cpt_conn_connect_fail(). Resolution is taken
@@ -73,7 +75,8 @@
  *   until when it stays valid. Strings and buffers passed in are borrowed
  *   for the call (copied when kept).
  * - cpt_host_free() force-closes live connections (closed() fires), stops
- *   timers, runs every plugin's fini() and dlcloses the shared objects.
+ *   timers, runs every plugin's fini() (where, as in connd, connect() is
+ *   -ESHUTDOWN and timer_start() NULL) and dlcloses the shared objects.
  *
  * Not thread-safe: one host per thread, like connd's single loop.
  */

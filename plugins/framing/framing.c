@@ -63,7 +63,9 @@ static void framing_start(void *state, struct connd_conn *c)
 {
     struct framing *f = state;
     f->h->set_user(c, NULL);
-    f->h->expect(c, 4);
+    /* A listener whose max_size is below the header cannot carry frames. */
+    if (f->h->expect(c, 4) < 0)
+        f->h->close(c, "framing: max_size below the 4-byte header");
 }
 
 static void framing_reply(struct framing *f, struct connd_conn *c, const uint8_t *payload,

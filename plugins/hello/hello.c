@@ -39,8 +39,12 @@ static int hello_init(const struct connd_host *h, struct connd_plugin *self,
     hl->greeting = strdup(greeting ? json_string_value(greeting) : "hello\n");
     strcpy(hl->next, next ? json_string_value(next) : "echo");
     json_decref(cfg);
+    if (!hl->greeting) {
+        free(hl); /* fini() does not run after a failed init() */
+        return -ENOMEM;
+    }
     *state = hl;
-    return hl->greeting ? 0 : -ENOMEM;
+    return 0;
 }
 
 static void hello_fini(void *state)

@@ -43,9 +43,16 @@ static void shed_start(void *state, struct connd_conn *c)
 static bool shed_received(void *state, struct connd_conn *c, const uint8_t *data,
                           size_t len, unsigned times)
 {
+    struct shed_conn *sc = host->get_user(c);
+
     (void)state;
     (void)times;
-    host->write(c, data, len); /* dropped in sent() while throttled */
+    /* Dropped in sent() while throttled; a write refused outright (over
+     * max_pending) is shed the same way, and counted. */
+    if (host->write(c, data, len) < 0 && sc) {
+        sc->dropped += len;
+        sc->dropped_writes++;
+    }
     return true;
 }
 
