@@ -220,7 +220,7 @@ static void unmute_tick(void *arg)
     LOG(tp, "unmuted id=%llu reason=%s rc=%d", cid(tp, u->c), r, tp->h->unmute(u->c, r));
     if (u->next == tp->n_reasons) {
         tp->h->timer_stop(u->t);
-        free(u);
+        u->t = NULL; /* closed() frees u */
     }
 }
 
@@ -236,6 +236,7 @@ static void start_mutes(struct tp *tp, struct connd_conn *c)
     u->c = c;
     u->t = tp->h->timer_start(tp->self, (uint64_t)tp->unmute_ms, (uint64_t)tp->unmute_ms,
                               unmute_tick, u);
+    tp->h->set_user(c, u);
 }
 
 /* Per-connection timers, kept in the user data so closed() can stop them. */
@@ -400,10 +401,16 @@ static void tp_closed(void *state, struct connd_conn *c)
 {
     struct tp *tp = state;
     struct tp_timers *t = tp->timer_ms > 0 ? tp->h->get_user(c) : NULL;
+    struct tp_unmuter *u = tp->n_reasons && tp->unmute_ms > 0 ? tp->h->get_user(c) : NULL;
 
     LOG(tp, "closed id=%llu", cid(tp, c));
     if (tp->reconnect && !tp->h->listener_name(c))
         tp_connect_now(tp);
+    if (u) {
+        if (u->t)
+            tp->h->timer_stop(u->t);
+        free(u);
+    }
     if (t) {
         if (t->once)
             tp->h->timer_stop(t->once);
