@@ -486,8 +486,9 @@ static int parse_array(struct ctx *c, const json_t *root, const char *key, size_
 static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 {
     static const char *const keys[] = {
-        "control", "plugin_dir", "shutdown_timeout_ms", "close_timeout_ms",
-        "plugins", "listeners",  "connections",         NULL};
+        "control",   "plugin_dir", "shutdown_timeout_ms", "close_timeout_ms",
+        "max_connections", "plugins", "listeners", "connections", NULL};
+    uint64_t max_conns;
     int rc;
 
     if (!json_is_object(root))
@@ -500,11 +501,13 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
                        &cfg->shutdown_timeout_ms)) < 0 ||
         (rc = get_uint(c, root, "close_timeout_ms", 1, MAX_TIMEOUT_MS, 10000,
                        &cfg->close_timeout_ms)) < 0 ||
+        (rc = get_uint(c, root, "max_connections", 0, 100000000, 0, &max_conns)) < 0 ||
         (rc = parse_array(c, root, "plugins", sizeof(*cfg->plugins), parse_plugin, cfg,
                           (void **)&cfg->plugins, &cfg->n_plugins)) < 0 ||
         (rc = parse_array(c, root, "listeners", sizeof(*cfg->listeners), parse_listener,
                           cfg, (void **)&cfg->listeners, &cfg->n_listeners)) < 0)
         return rc;
+    cfg->max_connections = (size_t)max_conns;
     return parse_array(c, root, "connections", sizeof(*cfg->connections),
                        parse_connection, cfg, (void **)&cfg->connections,
                        &cfg->n_connections);

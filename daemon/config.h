@@ -67,6 +67,7 @@ struct config {
     char *plugin_dir;
     uint64_t shutdown_timeout_ms; /* default 5000 */
     uint64_t close_timeout_ms;    /* graceful close without progress; default 10000 */
+    size_t max_connections;       /* all listeners pause at this many; 0: no cap */
     struct config_plugin *plugins;
     size_t n_plugins;
     struct config_listener *listeners;

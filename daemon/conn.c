@@ -687,6 +687,7 @@ static void conn_close_cb(uv_handle_t *h)
     free(c);
     if (l)
         listener_conn_closed(l);
+    listener_global_check(lp);
     loop_conn_gone(lp);
 }
 

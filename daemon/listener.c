@@ -84,6 +84,7 @@ static const char *listener_why(unsigned why)
 {
     return why == LISTENER_PAUSE_LIMIT    ? "limit"
            : why == LISTENER_PAUSE_EMFILE ? "emfile"
+           : why == LISTENER_PAUSE_MAX    ? "max_connections"
                                           : "ctl";
 }
 
@@ -139,6 +140,15 @@ static void listener_accept_cb(uv_poll_t *h, int status, int events)
         if (l->limit && l->active >= l->limit) {
             log_debug("listener %s: at its limit of %u, pausing", l->name, l->limit);
             listener_pause(l, LISTENER_PAUSE_LIMIT);
+            return;
+        }
+        if (l->lp->cfg->max_connections && l->lp->n_conns >= l->lp->cfg->max_connections) {
+            /* Every listener waits: the cap is the daemon's, not this one's. */
+            log_notice("listener %s: max_connections %zu reached, all listeners pause",
+                       l->name, l->lp->cfg->max_connections);
+            for (struct listener *o = l->lp->listeners; o; o = o->next)
+                if (!o->closed)
+                    listener_pause(o, LISTENER_PAUSE_MAX);
             return;
         }
         fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -349,4 +359,13 @@ struct listener *listener_find(struct loop *lp, const char *name)
         if (!l->closed && strcmp(l->name, name) == 0)
             return l;
     return NULL;
+}
+
+void listener_global_check(struct loop *lp)
+{
+    if (lp->cfg->max_connections && lp->n_conns >= lp->cfg->max_connections)
+        return;
+    for (struct listener *l = lp->listeners; l; l = l->next)
+        if (!l->closed && (l->paused & LISTENER_PAUSE_MAX))
+            listener_resume(l, LISTENER_PAUSE_MAX);
 }

@@ -20,6 +20,7 @@ struct plugin;
 #define LISTENER_PAUSE_LIMIT (1u << 0)
 #define LISTENER_PAUSE_EMFILE (1u << 1)
 #define LISTENER_PAUSE_CTL (1u << 2)
+#define LISTENER_PAUSE_MAX (1u << 3) /* the daemon-wide max_connections */
 
 #define LISTENER_EMFILE_RETRY_MS 1000
 
@@ -56,6 +57,9 @@ int listener_start(struct loop *lp, const struct config_listener *cfg, struct pl
 void listener_stop(struct listener *l);
 /* A connection accepted by l is gone. */
 void listener_conn_closed(struct listener *l);
+/* A connection of any kind is gone: resume listeners paused at the
+ * daemon-wide max_connections when below it again. */
+void listener_global_check(struct loop *lp);
 /* Pause for the reasons in `why` (LISTENER_PAUSE_*); resume lifts them. */
 void listener_pause(struct listener *l, unsigned why);
 void listener_resume(struct listener *l, unsigned why);

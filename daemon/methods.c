@@ -567,10 +567,10 @@ static int m_conn_setopt(struct rpc_req *r, json_t *params, json_t **res)
 
 static json_t *listener_json(const struct listener *l)
 {
-    static const char *const why[] = {"limit", "emfile", "ctl"};
+    static const char *const why[] = {"limit", "emfile", "ctl", "max_connections"};
     json_t *paused = json_array();
 
-    for (unsigned i = 0; i < 3; i++)
+    for (unsigned i = 0; i < 4; i++)
         if (l->paused & (1u << i))
             json_array_append_new(paused, json_string(why[i]));
     return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:I}", "name", l->name, "local",

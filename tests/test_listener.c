@@ -147,6 +147,39 @@ START_TEST(test_listener_emfile_retries_after_a_pause_when_nothing_closes)
 }
 END_TEST
 
+START_TEST(test_listener_max_connections_pauses_every_listener)
+{
+    struct daemon d;
+    int a, b, c;
+    char buf[8] = {0};
+
+    ck_assert_int_eq(
+        daemon_start(&d,
+                     "{\"plugin_dir\": \"@PLUGINS@\", \"max_connections\": 2,"
+                     " \"plugins\": [{\"name\": \"echo\", \"file\": \"echo.so\"}],"
+                     " \"listeners\": [{\"name\": \"e\", \"host\": \"127.0.0.1\", \"port\": 0,"
+                     " \"plugin\": \"echo\"}, {\"name\": \"f\", \"host\": \"127.0.0.1\","
+                     " \"port\": 0, \"plugin\": \"echo\"}]}",
+                     NULL),
+        0);
+    a = tcp_connect("127.0.0.1", daemon_port(&d, "e"));
+    b = tcp_connect("127.0.0.1", daemon_port(&d, "f"));
+    ck_assert(echoes(a, "a") && echoes(b, "b"));
+    /* The cap is daemon-wide: a third on either listener waits. */
+    c = tcp_connect("127.0.0.1", daemon_port(&d, "f"));
+    ck_assert_int_eq(io_write_all(c, "c", 1), 0);
+    ck_assert(!io_readable(c, 500));
+    ck_assert(daemon_wait_log(&d, "max_connections 2 reached", 1000));
+    close(a);
+    ck_assert_int_eq(io_read_exact(c, buf, 1), 0);
+    ck_assert_str_eq(buf, "c");
+    close(b);
+    close(c);
+    ck_assert_int_eq(daemon_stop(&d, SIGTERM, 5000), 0);
+    daemon_free(&d);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("listener");
@@ -156,6 +189,7 @@ int main(void)
 
     tcase_add_test(tc, test_listener_emfile_pauses_without_spinning_and_recovers);
     tcase_add_test(tc, test_listener_emfile_retries_after_a_pause_when_nothing_closes);
+    tcase_add_test(tc, test_listener_max_connections_pauses_every_listener);
     tcase_set_timeout(tc, 30);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
