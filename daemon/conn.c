@@ -33,7 +33,7 @@
 
 #define CONN_MAX_IOV 1024
 #define CONN_MAX_WRITE ((size_t)1 << 31) /* one write() call, all buffers */
-#define CONN_DRAIN_ON_CLOSE (256 * 1024)
+#define CONN_DRAIN_ON_CLOSE (64 * 1024 * 1024)
 
 struct wreq {
     uv_write_t req;
@@ -271,17 +271,20 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_io_update(c);
 }
 
-/* Make reading and the peer-close watch match the connection's state. */
+/* Make reading and the peer-close watch match the connection's state.
+ * The watch asks for EPOLLRDHUP (the peer's FIN) until a FIN was seen and
+ * deferred; after that only for errors and hang-ups (events 0: epoll
+ * always reports EPOLLERR and EPOLLHUP), so a reset is still noticed. */
 static void conn_io_update(struct conn *c)
 {
-    bool want_read = false, want_rdhup = false;
+    bool want_read = false, want_watch = false;
 
     if (c->state == CONN_OPEN) {
         want_read = !c->mute_mask && !c->paused && !c->peer_eof;
-        want_rdhup = c->mute_mask && !c->peer_eof && !c->rdhup_ignored;
+        want_watch = c->mute_mask && !c->peer_eof && !c->watch_done;
     } else if (c->state == CONN_CLOSING) {
         want_read = !c->mute_mask && !c->peer_eof;
-        want_rdhup = c->mute_mask && !c->peer_eof;
+        want_watch = c->mute_mask && !c->peer_eof;
     }
     if (want_read != c->reading) {
         int rc = want_read ? uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb)
@@ -292,12 +295,15 @@ static void conn_io_update(struct conn *c)
             log_warn("conn %" PRIu64 ": read %s: %s", c->id, want_read ? "start" : "stop",
                      uv_strerror(rc));
     }
-    if (want_rdhup != c->rdhup_watched) {
-        struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = c};
-        int fd = conn_fd(c);
-        if (fd >= 0 &&
-            epoll_ctl(c->lp->rdhup_fd, want_rdhup ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev) == 0)
-            c->rdhup_watched = want_rdhup;
+    if (want_watch != c->rdhup_watched || (want_watch && c->fin_seen != c->watch_errors)) {
+        struct epoll_event ev = {.events = c->fin_seen ? 0 : EPOLLRDHUP, .data.ptr = c};
+        int fd = conn_fd(c), op = !want_watch        ? EPOLL_CTL_DEL
+                                  : c->rdhup_watched ? EPOLL_CTL_MOD
+                                                     : EPOLL_CTL_ADD;
+        if (fd >= 0 && epoll_ctl(c->lp->rdhup_fd, op, fd, &ev) == 0) {
+            c->rdhup_watched = want_watch;
+            c->watch_errors = c->fin_seen;
+        }
     }
 }
 
@@ -310,13 +316,28 @@ void conn_resume(struct conn *c)
     conn_io_update(c);
 }
 
+/* A muted connection whose peer sent its FIN and has nothing left to get
+ * from us: the peer may be gone, and nothing else would ever tell. */
+static bool conn_fin_is_close(const struct conn *c)
+{
+    return c->state == CONN_OPEN && !c->plugin->notify.peer_closed && c->pending == 0;
+}
+
 void conn_peer_hup(struct conn *c, uint32_t events)
 {
     if (c->state == CONN_CLOSED)
         return;
-    if (!(events & EPOLLERR) && c->state == CONN_OPEN && c->plugin->notify.peer_closed) {
-        /* The plugin wants the EOF in order with the data: after unmute. */
-        c->rdhup_ignored = true;
+    if (!(events & EPOLLERR) && c->state == CONN_OPEN && !conn_fin_is_close(c)) {
+        /* A FIN while muted, with bytes still going out (or a plugin that
+         * wants EOF in order): the peer may only have half-closed and still
+         * be reading. Keep its unread input for after the unmute, where the
+         * EOF comes in order; a reset from a peer that is gone still shows
+         * up as an error on the watch or on the writes. EPOLLHUP (both
+         * directions shut: ours too) is level-triggered and would repeat,
+         * so after it the watch ends; reads and writes report the rest. */
+        c->fin_seen = true;
+        if (events & EPOLLHUP)
+            c->watch_done = true;
         conn_io_update(c);
         return;
     }
@@ -373,6 +394,14 @@ static void conn_write_cb(uv_write_t *req, int status)
     if (c->state == CONN_CLOSING)
         c->deadline = uv_now(&c->lp->uv) + c->lp->cfg->close_timeout_ms;
     conn_check_throttle(c);
+    /* Everything owed went out and the connection is still muted after its
+     * peer's FIN: now the FIN means a close. */
+    if (c->fin_seen && c->mute_mask && conn_fin_is_close(c)) {
+        c->peer_eof = true;
+        conn_io_update(c);
+        log_debug("conn %" PRIu64 ": peer closed while muted", c->id);
+        conn_close(c, "peer closed while muted");
+    }
 }
 
 static int conn_submit(struct conn *c, struct wreq *w)
@@ -715,7 +744,7 @@ static void conn_finish(struct conn *c, bool reset)
     } else if (c->state == CONN_CLOSING) {
         /* Unread bytes at close(2) make the kernel send a RST, which can
          * destroy data the peer has not read yet: read them away first. */
-        char sink[4096];
+        char sink[65536];
         int fd = conn_fd(c);
         for (size_t got = 0; fd >= 0 && got < CONN_DRAIN_ON_CLOSE;) {
             ssize_t n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);

@@ -78,7 +78,9 @@ struct conn {
     bool wait_outq : 1;       /* muted close: waiting for the peer's ACKs */
     bool announced : 1;       /* the plugin has seen it: closed() is owed */
     bool wr_shut : 1;         /* shutdown() asked: no more writes */
-    bool rdhup_ignored : 1;   /* muted, peer_closed() waits for the data */
+    bool fin_seen : 1;        /* muted: the peer's FIN waits behind unread input */
+    bool watch_errors : 1;    /* the peer-close watch asks only for errors */
+    bool watch_done : 1;      /* both directions shut: nothing left to watch */
 };
 
 /* struct conn is what plugins see as struct connd_conn. */

@@ -1,0 +1,1434 @@
+/*
+ * test_bundled.c: each bundled plugin end to end through a real connd on
+ * 127.0.0.1.
+ *
+ * - "proxy": 64 MiB each way arrive intact through proxy -> echo; a slow
+ *   reader on either end cannot grow the daemon and loses nothing;
+ *   half-closes pass both ways; an upstream that is down or silent closes
+ *   the client with a logged reason; a config without upstream is refused.
+ * - "framing": split, coalesced, empty and max-sized frames are answered
+ *   with the reversed payload; a length over max_frame or over the
+ *   listener's max_size closes the connection with a logged reason.
+ * - "hello": the greeting comes first, then the next plugin owns the
+ *   connection (echo, framing); a next plugin that does not exist closes it.
+ * - "shed": a slow reader loses bytes instead of making connd queue them,
+ *   and conn.show and the close log count exactly what was dropped.
+ *
+ * The proxy's upstream is either a second connd serving echo (U) or a
+ * socket the test owns, so it can read slowly, half-close or never answer.
+ * Client and upstream I/O is non-blocking and poll-driven (pump()), so no
+ * test can deadlock on full socket buffers, and every wait has a deadline.
+ */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ASan's shadow memory and quarantine inflate the daemon's RSS, so allow
+ * more under ASan (the daemon is built with the same flags as this test). */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+#define KiB ((size_t)1024)
+#define MiB (1024 * KiB)
+
+#define FLOOD_BYTES (64 * MiB)
+/* Under ASan freed write buffers stay resident in its quarantine, so RSS
+ * grows with the bytes relayed, not only with what is queued (seen: +60
+ * MiB with ASan, +2 MiB without); the stall checks catch a proxy that does
+ * not push back either way. */
+#if UNDER_ASAN
+#define RSS_SLACK_KB (160L * 1024)
+#else
+#define RSS_SLACK_KB (32L * 1024)
+#endif
+
+/* ---- configs ------------------------------------------------------------ */
+
+/* One JSON config per macro, laid out by hand. */
+/* clang-format off */
+#define CFG_HEAD \
+    "{\"control\":{\"path\":\"@DIR@/control.sock\"},\"plugin_dir\":\"@PLUGINS@\"," \
+    "\"shutdown_timeout_ms\":2000,"
+#define LISTENER(name, plugin, extra) \
+    "{\"name\":\"" name "\",\"host\":\"127.0.0.1\",\"port\":0," \
+    "\"plugin\":\"" plugin "\"" extra "}"
+
+/* U: echo on listener "up". */
+#define ECHO_UPSTREAM_CFG \
+    CFG_HEAD \
+    "\"plugins\":[{\"name\":\"echo\",\"file\":\"echo.so\"}]," \
+    "\"listeners\":[" LISTENER("up", "echo", "") "]}"
+
+/* D: proxy on listener "p" to 127.0.0.1:%d, with more proxy config %s. */
+#define PROXY_CFG \
+    CFG_HEAD \
+    "\"plugins\":[{\"name\":\"proxy\",\"file\":\"proxy.so\"," \
+    "\"config\":{\"upstream\":\"127.0.0.1:%d\"%s}}]," \
+    "\"listeners\":[" LISTENER("p", "proxy", "") "]}"
+
+/* "f": framing with max_frame 1024; "fb": framing with the default 65536
+ * behind a listener max_size of 16384. */
+#define FRAMING_MAX 1024
+#define MAX_SIZE 16384
+#define FRAMING_CFG \
+    CFG_HEAD \
+    "\"plugins\":[" \
+        "{\"name\":\"framing\",\"file\":\"framing.so\"," \
+            "\"config\":{\"max_frame\":1024}}," \
+        "{\"name\":\"framing64k\",\"file\":\"framing.so\"}]," \
+    "\"listeners\":[" \
+        LISTENER("f", "framing", "") "," \
+        LISTENER("fb", "framing64k", ",\"max_size\":16384") "]}"
+
+/* hello handing over to echo ("he"), framing ("hf") and nothing ("hb"). */
+#define GREETING "hi there\n"
+#define HELLO_PLUGIN(name, next) \
+    "{\"name\":\"" name "\",\"file\":\"hello.so\"," \
+    "\"config\":{\"greeting\":\"hi there\\n\",\"next\":\"" next "\"}}"
+#define HELLO_CFG \
+    CFG_HEAD \
+    "\"plugins\":[" \
+        "{\"name\":\"echo\",\"file\":\"echo.so\"}," \
+        "{\"name\":\"framing\",\"file\":\"framing.so\"," \
+            "\"config\":{\"max_frame\":1024}}," \
+        HELLO_PLUGIN("hello_echo", "echo") "," \
+        HELLO_PLUGIN("hello_framing", "framing") "," \
+        HELLO_PLUGIN("hello_bad", "nosuch") "]," \
+    "\"listeners\":[" \
+        LISTENER("he", "hello_echo", "") "," \
+        LISTENER("hf", "hello_framing", "") "," \
+        LISTENER("hb", "hello_bad", "") "]}"
+
+/* shed on listener "s" with small watermarks. */
+#define SHED_CFG \
+    CFG_HEAD \
+    "\"plugins\":[{\"name\":\"shed\",\"file\":\"shed.so\"}]," \
+    "\"listeners\":[" \
+        LISTENER("s", "shed", ",\"high_watermark\":65536,\"low_watermark\":16384") "]}"
+/* clang-format on */
+
+/* ---- fixture: the daemons of a test, freed even when it fails ----------- */
+
+static struct daemon D; /* the daemon under test */
+static struct daemon U; /* a second connd serving echo: the proxy's upstream */
+
+static void setup(void)
+{
+    memset(&D, 0, sizeof(D));
+    memset(&U, 0, sizeof(U));
+    D.err_fd = U.err_fd = -1;
+}
+
+static void teardown(void)
+{
+    if (D.log)
+        daemon_free(&D);
+    if (U.log)
+        daemon_free(&U);
+}
+
+/* The last few KiB of a daemon's log, for failure messages. */
+static const char *log_tail(const struct daemon *d)
+{
+    size_t keep = 3000; /* Check refuses messages of about 4 KiB and more */
+    return d->log_len > keep ? d->log + d->log_len - keep : d->log;
+}
+
+/* Start connd on the config printf(fmt, ...) and return the port of
+ * listener `name`. */
+__attribute__((format(printf, 3, 4))) static int start(struct daemon *d, const char *name,
+                                                       const char *fmt, ...)
+{
+    char *cfg = NULL;
+    va_list ap;
+    int n, port;
+
+    va_start(ap, fmt);
+    n = vasprintf(&cfg, fmt, ap);
+    va_end(ap);
+    ck_assert_int_ge(n, 0);
+    ck_assert_msg(daemon_start(d, cfg, NULL) == 0, "connd did not start on\n%s\nlog:\n%s",
+                  cfg, log_tail(d));
+    free(cfg);
+    port = daemon_port(d, name);
+    ck_assert_msg(port > 0, "no port for listener %s in:\n%s", name, log_tail(d));
+    return port;
+}
+
+/* SIGTERM: connd exits 0 within the bound and its log has no sanitizer
+ * report. Every test ends with this for each daemon it started. */
+static void stop_clean(struct daemon *d)
+{
+    int rc = daemon_stop(d, SIGTERM, 10000);
+
+    ck_assert_msg(rc == 0, "connd exited %d on SIGTERM; log:\n%s", rc, log_tail(d));
+    ck_assert_msg(!strstr(d->log, "Sanitizer") && !strstr(d->log, "runtime error"),
+                  "sanitizer report in connd's log:\n%s", log_tail(d));
+}
+
+/* Wait until needle occurs at least `count` times in the whole log. */
+static bool wait_log_count(struct daemon *d, const char *needle, int count,
+                           int timeout_ms)
+{
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+
+    while (daemon_count_log(d, needle) < count) {
+        if (now_ms() >= end || d->err_fd < 0)
+            return daemon_count_log(d, needle) >= count;
+        daemon_drain_log(d, 50);
+    }
+    return true;
+}
+
+/* Wait for a log line containing the printf'd needle, anywhere in the log. */
+__attribute__((format(printf, 3, 4))) static bool
+wait_logf(struct daemon *d, int timeout_ms, const char *fmt, ...)
+{
+    char needle[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(needle, sizeof(needle), fmt, ap);
+    va_end(ap);
+    return wait_log_count(d, needle, 1, timeout_ms);
+}
+
+/* Whether the first log line containing needle also contains what. */
+static bool line_has(const struct daemon *d, const char *needle, const char *what)
+{
+    const char *hit = strstr(d->log, needle), *start, *end;
+
+    if (!hit)
+        return false;
+    for (start = hit; start > d->log && start[-1] != '\n'; start--)
+        ;
+    end = strchr(hit, '\n');
+    if (!end)
+        end = d->log + d->log_len;
+    for (const char *p = start; p + strlen(what) <= end; p++)
+        if (strncmp(p, what, strlen(what)) == 0)
+            return true;
+    return false;
+}
+
+static uint8_t *random_bytes(size_t len, uint64_t seed)
+{
+    uint8_t *p = malloc(len ? len : 1);
+
+    ck_assert_ptr_nonnull(p);
+    fill_random(p, len, seed);
+    return p;
+}
+
+/* ---- sockets ------------------------------------------------------------ */
+
+static void set_nonblock(int fd)
+{
+    ck_assert_int_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+}
+
+/* A connected non-blocking client socket with TCP_NODELAY. */
+static int client(int port)
+{
+    int fd = tcp_connect("127.0.0.1", port), one = 1;
+
+    ck_assert_msg(fd >= 0, "connect to 127.0.0.1:%d: %s", port, strerror(errno));
+    ck_assert_int_eq(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+    set_nonblock(fd);
+    return fd;
+}
+
+/* Lock the socket's buffers small, so the kernel cannot absorb a test's
+ * whole payload and hide what the daemon does. */
+static void small_buffers(int fd, int bytes)
+{
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes)), 0);
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes)), 0);
+}
+
+static int bound_port(int fd)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    return ntohs(sa.sin_port);
+}
+
+/* A socket bound to 127.0.0.1 on an ephemeral port. */
+static int bind_loopback(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+/* The test plays the upstream: a listener on 127.0.0.1 with an ephemeral
+ * port; buffers (when not 0) are inherited by accepted sockets. */
+static int upstream_listen(int backlog, int buffers, int *port)
+{
+    int fd = bind_loopback();
+
+    if (buffers)
+        small_buffers(fd, buffers);
+    ck_assert_int_eq(listen(fd, backlog), 0);
+    *port = bound_port(fd);
+    return fd;
+}
+
+/* The proxy's connection to the test's upstream, non-blocking. */
+static int upstream_accept(int lfd, int timeout_ms)
+{
+    int fd;
+
+    ck_assert_msg(io_readable(lfd, timeout_ms), "the proxy did not connect upstream:\n%s",
+                  log_tail(&D));
+    fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    ck_assert_int_ge(fd, 0);
+    return fd;
+}
+
+/* A port on 127.0.0.1 where nothing listens (bound, then released). */
+static int dead_port(void)
+{
+    int fd = bind_loopback(), port = bound_port(fd);
+
+    close(fd);
+    return port;
+}
+
+/* ---- peers: poll-driven endpoints that check what arrives --------------- */
+
+struct peer {
+    const char *name; /* for messages */
+    int fd;
+    const uint8_t *tx; /* bytes to send; borrowed */
+    size_t tx_len, sent;
+    bool shut_wr; /* shutdown(SHUT_WR) once everything is sent */
+    bool shut_done;
+    const uint8_t *want; /* bytes expected, in order; borrowed */
+    size_t want_len, got;
+    bool want_eof; /* EOF must follow the last expected byte */
+    bool eof;
+    uint8_t *keep; /* without want: everything received goes here */
+    size_t keep_cap;
+    /* A slow reader: after each rx_burst bytes, nothing is read for
+     * rx_pause_ms. 0: read whenever there is something. */
+    size_t rx_burst, burst_got;
+    int rx_pause_ms;
+    uint64_t rx_resume_ms;
+    size_t bad_at; /* offset of the first wrong (or extra) byte; SIZE_MAX: none */
+    int err;       /* -errno of a failed send/recv */
+};
+
+static void peer_init(struct peer *p, const char *name, int fd, const uint8_t *tx,
+                      size_t tx_len, const uint8_t *want, size_t want_len)
+{
+    memset(p, 0, sizeof(*p));
+    p->name = name;
+    p->fd = fd;
+    p->tx = tx;
+    p->tx_len = tx_len;
+    p->want = want;
+    p->want_len = want_len;
+    p->bad_at = SIZE_MAX;
+}
+
+static bool peer_finished(const struct peer *p)
+{
+    if (p->err || p->bad_at != SIZE_MAX || p->eof)
+        return true;
+    return !p->keep && p->got == p->want_len && p->sent == p->tx_len && !p->want_eof &&
+           (!p->shut_wr || p->shut_done);
+}
+
+static bool peer_may_read(const struct peer *p)
+{
+    return now_ms() >= p->rx_resume_ms;
+}
+
+/* Send what the kernel takes now; returns the bytes sent. */
+static size_t peer_send(struct peer *p)
+{
+    size_t before = p->sent;
+
+    while (p->sent < p->tx_len && !p->err) {
+        size_t n = p->tx_len - p->sent;
+        ssize_t r = send(p->fd, p->tx + p->sent, n > 256 * KiB ? 256 * KiB : n,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                p->err = -errno;
+            break;
+        }
+        p->sent += (size_t)r;
+    }
+    if (p->sent == p->tx_len && p->shut_wr && !p->shut_done && !p->err) {
+        if (shutdown(p->fd, SHUT_WR) < 0)
+            p->err = -errno;
+        p->shut_done = true;
+    }
+    return p->sent - before;
+}
+
+/* Take n received bytes: compare them with want, or keep them. */
+static void peer_take(struct peer *p, const uint8_t *buf, size_t n)
+{
+    if (p->keep) {
+        if (p->got + n > p->keep_cap) {
+            p->bad_at = p->got + n; /* more than could ever have been sent */
+            return;
+        }
+        memcpy(p->keep + p->got, buf, n);
+    } else {
+        size_t ok = p->want_len - p->got;
+        if (ok > n)
+            ok = n;
+        for (size_t i = 0; i < ok; i++)
+            if (buf[i] != p->want[p->got + i]) {
+                p->bad_at = p->got + i;
+                return;
+            }
+        if (ok < n) {
+            p->bad_at = p->want_len; /* more than expected arrived */
+            return;
+        }
+    }
+    p->got += n;
+}
+
+/* Read what is there (within the slow reader's budget). */
+static void peer_recv(struct peer *p)
+{
+    static uint8_t buf[256 * KiB];
+
+    while (!p->err && !p->eof && p->bad_at == SIZE_MAX && peer_may_read(p)) {
+        size_t room = sizeof(buf);
+        if (p->rx_burst && p->rx_burst - p->burst_got < room)
+            room = p->rx_burst - p->burst_got;
+        ssize_t r = recv(p->fd, buf, room, MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                p->err = -errno;
+            return;
+        }
+        if (r == 0) {
+            p->eof = true;
+            return;
+        }
+        peer_take(p, buf, (size_t)r);
+        if (p->rx_burst && (p->burst_got += (size_t)r) >= p->rx_burst) {
+            p->burst_got = 0;
+            p->rx_resume_ms = now_ms() + (uint64_t)p->rx_pause_ms;
+        }
+    }
+}
+
+/* Peak RSS of a daemon, sampled at most every 10 ms while pumping. */
+struct rss_watch {
+    const struct daemon *d;
+    long base_kb, peak_kb;
+    uint64_t next_ms;
+};
+
+static void rss_begin(struct rss_watch *w, const struct daemon *d)
+{
+    memset(w, 0, sizeof(*w));
+    w->d = d;
+    w->base_kb = w->peak_kb = daemon_rss_kb(d);
+    ck_assert_int_gt(w->base_kb, 0);
+}
+
+static void rss_sample(struct rss_watch *w)
+{
+    long kb;
+
+    if (!w || now_ms() < w->next_ms)
+        return;
+    w->next_ms = now_ms() + 10;
+    kb = daemon_rss_kb(w->d);
+    if (kb > w->peak_kb)
+        w->peak_kb = kb;
+}
+
+static void assert_rss_bounded(const struct rss_watch *w, const char *what)
+{
+    fprintf(stderr, "%s: daemon RSS %ld -> peak %ld KiB\n", what, w->base_kb, w->peak_kb);
+    ck_assert_msg(w->peak_kb <= w->base_kb + RSS_SLACK_KB,
+                  "%s: daemon RSS peaked at %ld KiB, baseline %ld KiB (bound +%ld KiB)",
+                  what, w->peak_kb, w->base_kb, RSS_SLACK_KB);
+}
+
+/* Drive every peer (send and receive at once) until each has finished or
+ * timeout_ms passes. Returns the number of peers that finished. */
+static size_t pump(struct peer *ps, size_t n, int timeout_ms, struct rss_watch *w)
+{
+    struct pollfd pfd[4];
+    size_t idx[4];
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+    size_t finished = 0;
+
+    ck_assert_uint_le(n, 4);
+    for (;;) {
+        size_t k = 0;
+        finished = 0;
+        for (size_t i = 0; i < n; i++) {
+            short ev = 0;
+            if (peer_finished(&ps[i])) {
+                finished++;
+                continue;
+            }
+            if (peer_may_read(&ps[i]))
+                ev |= POLLIN;
+            if (ps[i].sent < ps[i].tx_len)
+                ev |= POLLOUT;
+            /* A paused reader with nothing to send waits for the clock. */
+            pfd[k].fd = ev ? ps[i].fd : -1;
+            pfd[k].events = ev;
+            pfd[k].revents = 0;
+            idx[k++] = i;
+        }
+        if (k == 0 || now_ms() >= end)
+            break;
+        rss_sample(w);
+        if (poll(pfd, k, 10) < 0 && errno != EINTR)
+            break;
+        for (size_t j = 0; j < k; j++) {
+            struct peer *p = &ps[idx[j]];
+            if (pfd[j].revents & POLLOUT)
+                peer_send(p);
+            if (pfd[j].revents & (POLLIN | POLLHUP | POLLERR))
+                peer_recv(p);
+        }
+    }
+    return finished;
+}
+
+/* Send without reading until everything is sent, the kernel has taken
+ * nothing for stall_ms, or timeout_ms passes. Returns the bytes sent. */
+static size_t pump_send_only(struct peer *p, int stall_ms, int timeout_ms,
+                             struct rss_watch *w)
+{
+    uint64_t start = now_ms(), progress = start;
+
+    while (p->sent < p->tx_len && !p->err) {
+        struct pollfd pfd = {.fd = p->fd, .events = POLLOUT};
+        uint64_t now = now_ms();
+        if (now - progress >= (uint64_t)stall_ms || now - start >= (uint64_t)timeout_ms)
+            break;
+        rss_sample(w);
+        if (poll(&pfd, 1, 20) > 0 && peer_send(p) > 0)
+            progress = now_ms();
+    }
+    return p->sent;
+}
+
+/* Read (and send) until nothing has arrived for idle_ms, or timeout_ms. */
+static void pump_until_idle(struct peer *p, int idle_ms, int timeout_ms)
+{
+    uint64_t start = now_ms(), last = start;
+    size_t got = p->got;
+
+    while (!peer_finished(p) && now_ms() - start < (uint64_t)timeout_ms) {
+        pump(p, 1, 20, NULL);
+        if (p->got != got || p->sent < p->tx_len) {
+            got = p->got;
+            last = now_ms();
+        } else if (now_ms() - last >= (uint64_t)idle_ms) {
+            break;
+        }
+    }
+}
+
+static void assert_peer_ok(const struct peer *p)
+{
+    ck_assert_msg(p->err == 0, "%s: %s", p->name, strerror(-p->err));
+    ck_assert_msg(p->sent == p->tx_len, "%s: sent %zu of %zu bytes", p->name, p->sent,
+                  p->tx_len);
+    ck_assert_msg(p->bad_at == SIZE_MAX, "%s: wrong byte at offset %zu (of %zu expected)",
+                  p->name, p->bad_at, p->want_len);
+    ck_assert_msg(p->got == p->want_len, "%s: got %zu of %zu bytes%s", p->name, p->got,
+                  p->want_len, p->eof ? " before EOF" : "");
+    if (p->want_eof)
+        ck_assert_msg(p->eof, "%s: no EOF after the last byte", p->name);
+}
+
+/* Send msg (small) and expect want back, each within timeout_ms. */
+static void exchange(int fd, const void *msg, size_t len, const void *want,
+                     size_t want_len, int timeout_ms)
+{
+    struct peer p;
+
+    peer_init(&p, "client", fd, msg, len, want, want_len);
+    pump(&p, 1, timeout_ms, NULL);
+    assert_peer_ok(&p);
+}
+
+/* Send len bytes in pieces of 1..max_piece bytes (sizes from seed), with
+ * gap_us between them, so the daemon reads them in many small reads. */
+static void send_in_pieces(int fd, const uint8_t *buf, size_t len, size_t max_piece,
+                           unsigned gap_us, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+
+    for (size_t off = 0; off < len;) {
+        size_t piece;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        piece = 1 + (size_t)(x % max_piece);
+        if (piece > len - off)
+            piece = len - off;
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        ck_assert_msg(poll(&pfd, 1, 5000) == 1, "socket not writable at offset %zu", off);
+        ssize_t r = send(fd, buf + off, piece, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ck_assert_msg(r > 0 || errno == EAGAIN, "send at offset %zu: %s", off,
+                      strerror(errno));
+        if (r > 0)
+            off += (size_t)r;
+        if (gap_us)
+            usleep(gap_us);
+    }
+}
+
+/* The connection is closed within timeout_ms: EOF, or a reset when
+ * allow_reset. Nothing else may arrive first. */
+static void assert_closed(int fd, int timeout_ms, bool allow_reset,
+                          const struct daemon *d)
+{
+    int rc = io_expect_eof(fd, timeout_ms);
+
+    if (allow_reset && rc == -ECONNRESET)
+        return;
+    ck_assert_msg(rc == 1, "expected EOF within %d ms, got %s; log:\n%s", timeout_ms,
+                  rc == 0 ? "data" : strerror(-rc), log_tail(d));
+}
+
+/* ---- control socket ----------------------------------------------------- */
+
+/* The result of method(params) on the control connection fd; asserts
+ * success. */
+static json_t *ctl_result_on(int fd, const char *method, const char *params)
+{
+    json_t *reply, *result;
+
+    reply =
+        ctl_callf(fd, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"%s\",\"params\":%s}",
+                  method, params ? params : "{}");
+    ck_assert_msg(reply, "%s: no reply", method);
+    result = json_object_get(reply, "result");
+    ck_assert_msg(result, "%s %s: %s", method, params ? params : "",
+                  json_dumps(reply, JSON_COMPACT));
+    json_incref(result);
+    json_decref(reply);
+    return result;
+}
+
+/* As ctl_result_on, on a control connection of its own to d. */
+static json_t *ctl_result(struct daemon *d, const char *method, const char *params)
+{
+    int fd = ctl_connect(d);
+    json_t *result;
+
+    ck_assert_msg(fd >= 0, "control socket %s: %s", d->ctl_path, strerror(errno));
+    result = ctl_result_on(fd, method, params);
+    close(fd);
+    return result;
+}
+
+/* The id of the only connection on listener `name`. */
+static json_int_t only_conn_on(struct daemon *d, const char *name)
+{
+    char params[96];
+    json_t *list;
+    json_int_t id;
+
+    snprintf(params, sizeof(params), "{\"listener\":\"%s\"}", name);
+    list = ctl_result(d, "conn.list", params);
+    ck_assert_msg(json_array_size(list) == 1, "conn.list on %s: %s", name,
+                  json_dumps(list, JSON_COMPACT));
+    id = json_integer_value(json_object_get(json_array_get(list, 0), "id"));
+    json_decref(list);
+    ck_assert_int_gt(id, 0);
+    return id;
+}
+
+static json_t *conn_show(struct daemon *d, json_int_t id)
+{
+    char params[64];
+
+    snprintf(params, sizeof(params), "{\"id\":%" JSON_INTEGER_FORMAT "}", id);
+    return ctl_result(d, "conn.show", params);
+}
+
+/* The integer o.key (or o.key.sub); asserts it is there. */
+static json_int_t json_int_at(json_t *o, const char *key, const char *sub)
+{
+    json_t *v = json_object_get(o, key);
+
+    if (sub)
+        v = json_object_get(v, sub);
+    ck_assert_msg(json_is_integer(v), "no integer %s%s%s in %s", key, sub ? "." : "",
+                  sub ? sub : "", json_dumps(o, JSON_COMPACT));
+    return json_integer_value(v);
+}
+
+/* ---- proxy -------------------------------------------------------------- */
+
+/* U serves echo; returns its port. */
+static int start_echo_upstream(void)
+{
+    return start(&U, "up", ECHO_UPSTREAM_CFG);
+}
+
+/* D proxies to 127.0.0.1:up_port with more proxy config (",\"k\":v" or "");
+ * returns the proxy listener's port. */
+static int start_proxy(int up_port, const char *extra)
+{
+    return start(&D, "p", PROXY_CFG, up_port, extra);
+}
+
+/* The proxy's upstream connection for the latest client is up. */
+static void wait_upstream_connected(void)
+{
+    ck_assert_msg(daemon_wait_log(&D, ": connected", 5000), "upstream not connected:\n%s",
+                  log_tail(&D));
+}
+
+START_TEST(test_proxy_relays_64mib_each_way_intact_through_echo)
+{
+    int port = start_proxy(start_echo_upstream(), "");
+    uint8_t *data = random_bytes(FLOOD_BYTES, 1);
+    uint64_t t0 = now_ms();
+    struct peer p;
+
+    /* Send and receive at once: 64 MiB out through proxy -> echo, the same
+     * 64 MiB back through echo -> proxy. */
+    peer_init(&p, "client", client(port), data, FLOOD_BYTES, data, FLOOD_BYTES);
+    pump(&p, 1, UNDER_ASAN ? 60000 : 30000, NULL);
+    assert_peer_ok(&p);
+    fprintf(stderr, "proxy: 64 MiB each way in %llu ms\n",
+            (unsigned long long)(now_ms() - t0));
+    close(p.fd);
+    ck_assert_msg(wait_log_count(&D, ": closed (in 67108864, out 67108864)", 2, 5000),
+                  "both proxy connections should close having moved 64 MiB each way:\n%s",
+                  log_tail(&D));
+    stop_clean(&D);
+    stop_clean(&U);
+    free(data);
+}
+END_TEST
+
+START_TEST(test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_client)
+{
+    int port = start_proxy(start_echo_upstream(), "");
+    uint8_t *data = random_bytes(FLOOD_BYTES, 2);
+    struct rss_watch w;
+    struct peer p;
+    size_t stalled_at;
+
+    peer_init(&p, "client", client(port), data, FLOOD_BYTES, data, FLOOD_BYTES);
+    small_buffers(p.fd, 128 * KiB);
+    wait_upstream_connected();
+    rss_begin(&w, &D);
+
+    /* Not reading at all: the echoed bytes back up into the proxy, which
+     * must stop reading from echo, and echo from the proxy, and the proxy
+     * from us: the kernel stops taking our bytes long before 64 MiB. */
+    stalled_at = pump_send_only(&p, 1000, 15000, &w);
+    ck_assert_msg(p.err == 0, "send: %s", strerror(-p.err));
+    ck_assert_msg(stalled_at < FLOOD_BYTES,
+                  "all %zu bytes were taken from a client that does not read: no "
+                  "backpressure through proxy and echo",
+                  stalled_at);
+
+    /* Then read slowly: 8 MiB, a 300 ms pause, and so on. */
+    p.rx_burst = 8 * MiB;
+    p.rx_pause_ms = 300;
+    pump(&p, 1, 60000, &w);
+    assert_peer_ok(&p);
+    fprintf(stderr, "proxy slow client: stalled at %zu bytes\n", stalled_at);
+    assert_rss_bounded(&w, "proxy slow client");
+    close(p.fd);
+    stop_clean(&D);
+    stop_clean(&U);
+    free(data);
+}
+END_TEST
+
+START_TEST(test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_upstream)
+{
+    int up_port, lfd = upstream_listen(8, 128 * KiB, &up_port);
+    int port = start_proxy(up_port, "");
+    uint8_t *data = random_bytes(FLOOD_BYTES, 3);
+    struct rss_watch w;
+    struct peer ps[2];
+    size_t stalled_at;
+
+    peer_init(&ps[0], "client", client(port), data, FLOOD_BYTES, NULL, 0);
+    small_buffers(ps[0].fd, 128 * KiB);
+    peer_init(&ps[1], "upstream", upstream_accept(lfd, 5000), NULL, 0, data, FLOOD_BYTES);
+    ps[0].shut_wr = true; /* our FIN reaches the upstream after the last byte */
+    ps[1].want_eof = true;
+    wait_upstream_connected();
+    rss_begin(&w, &D);
+
+    /* The upstream reads nothing: the proxy must stop reading from us. */
+    stalled_at = pump_send_only(&ps[0], 1000, 15000, &w);
+    ck_assert_msg(ps[0].err == 0, "send: %s", strerror(-ps[0].err));
+    ck_assert_msg(stalled_at < FLOOD_BYTES,
+                  "all %zu bytes were taken while the upstream read nothing: no "
+                  "backpressure from the upstream to the client",
+                  stalled_at);
+
+    /* Then the upstream reads slowly while we send the rest. */
+    ps[1].rx_burst = 8 * MiB;
+    ps[1].rx_pause_ms = 300;
+    pump(ps, 2, 60000, &w);
+    assert_peer_ok(&ps[0]);
+    assert_peer_ok(&ps[1]);
+    fprintf(stderr, "proxy slow upstream: stalled at %zu bytes\n", stalled_at);
+    assert_rss_bounded(&w, "proxy slow upstream");
+    close(ps[0].fd);
+    close(ps[1].fd);
+    close(lfd);
+    stop_clean(&D);
+    free(data);
+}
+END_TEST
+
+START_TEST(test_proxy_passes_the_clients_half_close_after_every_echoed_byte)
+{
+    int port = start_proxy(start_echo_upstream(), "");
+    size_t n = 4 * MiB;
+    uint8_t *data = random_bytes(n, 4);
+    struct peer p;
+
+    /* Everything is sent, then our FIN: the bytes still come back, all of
+     * them, and then EOF (client FIN -> upstream FIN -> echo closes -> FIN
+     * back through the proxy). */
+    peer_init(&p, "client", client(port), data, n, data, n);
+    p.shut_wr = true;
+    p.want_eof = true;
+    pump(&p, 1, 20000, NULL);
+    assert_peer_ok(&p);
+    ck_assert(p.shut_done);
+    close(p.fd);
+    stop_clean(&D);
+    stop_clean(&U);
+    free(data);
+}
+END_TEST
+
+/* Whether U's echo connection is muted by its own backpressure; asked on
+ * the control connection fd (one for all the polling: each new one is
+ * logged). */
+static bool upstream_echo_muted(int fd)
+{
+    json_t *list = ctl_result_on(fd, "conn.list", "{\"listener\":\"up\"}");
+    json_t *reasons = json_object_get(json_array_get(list, 0), "mute_reasons");
+    bool muted = false;
+
+    ck_assert_msg(json_array_size(list) == 1, "conn.list on echo upstream: %s",
+                  json_dumps(list, JSON_COMPACT));
+    for (size_t i = 0; i < json_array_size(reasons); i++)
+        if (json_is_string(json_array_get(reasons, i)) &&
+            strcmp(json_string_value(json_array_get(reasons, i)), "backpressure") == 0)
+            muted = true;
+    json_decref(list);
+    return muted;
+}
+
+START_TEST(test_proxy_passes_the_clients_half_close_to_a_muted_echo_losing_nothing)
+{
+    int port = start_proxy(start_echo_upstream(), "");
+    uint8_t *data = random_bytes(FLOOD_BYTES, 5);
+    struct peer p;
+    int ctl;
+
+    /* The client sends without reading until echo upstream has muted
+     * itself (the echoed bytes back up to it), then half-closes at once:
+     * the FIN the proxy passes on reaches echo while it is muted, with
+     * bytes still unread. Every byte must still come back, then EOF. */
+    peer_init(&p, "client", client(port), data, 0, data, 0);
+    small_buffers(p.fd, 128 * KiB);
+    wait_upstream_connected();
+    ctl = ctl_connect(&U);
+    ck_assert_int_ge(ctl, 0);
+    while (!upstream_echo_muted(ctl)) {
+        ck_assert_msg(p.tx_len < FLOOD_BYTES, "echo upstream never muted itself");
+        p.tx_len += 256 * KiB;
+        pump_send_only(&p, 2000, 5000, NULL);
+        ck_assert_msg(p.err == 0 && p.sent == p.tx_len,
+                      "the proxy stopped taking bytes at %zu before echo muted itself",
+                      p.sent);
+    }
+    close(ctl);
+    ck_assert_int_eq(shutdown(p.fd, SHUT_WR), 0);
+    p.shut_done = true;
+    p.want_len = p.sent;
+    p.want_eof = true;
+    pump(&p, 1, 30000, NULL);
+    daemon_drain_log(&U, 100);
+    ck_assert_msg(p.got == p.want_len,
+                  "client: got %zu of %zu bytes%s; echo upstream's log:\n%s", p.got,
+                  p.want_len, p.eof ? " before EOF" : "", log_tail(&U));
+    assert_peer_ok(&p);
+    close(p.fd);
+    stop_clean(&D);
+    stop_clean(&U);
+    free(data);
+}
+END_TEST
+
+START_TEST(test_proxy_passes_the_upstreams_half_close_and_still_relays_the_client)
+{
+    static const char response[] = "response from upstream\n";
+    static const char later[] = "client bytes after the upstream's FIN\n";
+    int up_port, lfd = upstream_listen(8, 0, &up_port);
+    int port = start_proxy(up_port, "");
+    int cfd = client(port), ufd = upstream_accept(lfd, 5000);
+    struct peer c, u;
+
+    wait_upstream_connected();
+    /* The upstream answers and shuts its write side. */
+    peer_init(&u, "upstream", ufd, (const uint8_t *)response, strlen(response), NULL, 0);
+    u.shut_wr = true;
+    pump(&u, 1, 5000, NULL);
+    assert_peer_ok(&u);
+
+    /* The client gets the response, then EOF... */
+    peer_init(&c, "client", cfd, NULL, 0, (const uint8_t *)response, strlen(response));
+    c.want_eof = true;
+    pump(&c, 1, 5000, NULL);
+    assert_peer_ok(&c);
+
+    /* ...and what it writes afterwards still reaches the upstream, with
+     * its FIN after it. */
+    peer_init(&c, "client", cfd, (const uint8_t *)later, strlen(later), NULL, 0);
+    c.shut_wr = true;
+    peer_init(&u, "upstream", ufd, NULL, 0, (const uint8_t *)later, strlen(later));
+    u.want_eof = true;
+    struct peer both[2] = {c, u};
+    pump(both, 2, 5000, NULL);
+    assert_peer_ok(&both[0]);
+    assert_peer_ok(&both[1]);
+    ck_assert_msg(
+        wait_log_count(&D, ": closed (in ", 2, 5000),
+        "both proxy connections should close once both directions are done:\n%s",
+        log_tail(&D));
+    ck_assert_msg(!strstr(D.log, "aborted") && !strstr(D.log, "reset"),
+                  "a half-close ended in a hard close:\n%s", log_tail(&D));
+    close(cfd);
+    close(ufd);
+    close(lfd);
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_proxy_closes_the_client_and_logs_when_the_upstream_is_down)
+{
+    int up_port = dead_port();
+    int port = start_proxy(up_port, "");
+    int fd = client(port);
+    uint64_t t0 = now_ms();
+
+    assert_closed(fd, 3000, true, &D);
+    ck_assert_msg(now_ms() - t0 < 3000, "client closed after %llu ms",
+                  (unsigned long long)(now_ms() - t0));
+    ck_assert_msg(wait_logf(&D, 2000, "upstream 127.0.0.1:%d unreachable", up_port),
+                  "no line naming the unreachable upstream 127.0.0.1:%d:\n%s", up_port,
+                  log_tail(&D));
+    /* An operator at the default level (info) sees it. */
+    ck_assert_msg(!line_has(&D, "unreachable", " debug: "),
+                  "the unreachable upstream is logged at debug level only:\n%s",
+                  log_tail(&D));
+    ck_assert_msg(wait_log_count(&D, ": connect failed:", 1, 2000), "%s", log_tail(&D));
+    close(fd);
+    ck_assert_msg(wait_log_count(&D, ": closed (in ", 2, 3000),
+                  "client and upstream attempt should both be closed:\n%s", log_tail(&D));
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_proxy_closes_the_client_after_connect_timeout_on_a_silent_upstream)
+{
+    /* A listener with a full backlog drops further SYNs: the proxy's
+     * connect neither succeeds nor fails until its timeout. */
+    int up_port, lfd = upstream_listen(0, 0, &up_port);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)up_port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fill[2], port, fd;
+    uint64_t t0, took;
+
+    for (int i = 0; i < 2; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fill[i], 0);
+        ck_assert(connect(fill[i], (struct sockaddr *)&sa, sizeof(sa)) == 0 ||
+                  errno == EINPROGRESS);
+    }
+    usleep(100 * 1000);
+    port = start_proxy(up_port, ",\"connect_timeout_ms\":500");
+    fd = client(port);
+    t0 = now_ms();
+    assert_closed(fd, 5000, true, &D);
+    took = now_ms() - t0;
+    fprintf(stderr, "proxy silent upstream: client closed after %llu ms\n",
+            (unsigned long long)took);
+    ck_assert_msg(took >= 400 && took < 2500,
+                  "client closed after %llu ms with connect_timeout_ms 500:\n%s",
+                  (unsigned long long)took, log_tail(&D));
+    ck_assert_msg(wait_logf(&D, 2000, "upstream 127.0.0.1:%d unreachable", up_port),
+                  "no line naming the unreachable upstream:\n%s", log_tail(&D));
+    ck_assert_msg(wait_log_count(&D, "timed out after 500 ms", 1, 2000), "%s",
+                  log_tail(&D));
+    close(fd);
+    close(fill[0]);
+    close(fill[1]);
+    close(lfd);
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_proxy_without_upstream_makes_connd_exit_1_naming_the_key)
+{
+    char *log = NULL;
+    int rc = daemon_run(CFG_HEAD "\"plugins\":[{\"name\":\"proxy\",\"file\":\"proxy.so\","
+                                 "\"config\":{\"connect_timeout_ms\":100}}],"
+                                 "\"listeners\":[" LISTENER("p", "proxy", "") "]}",
+                        NULL, 10000, &log);
+
+    ck_assert_msg(rc == 1, "exit %d; log:\n%s", rc, log);
+    ck_assert_msg(strstr(log, "config.upstream"),
+                  "the log should name config.upstream:\n%s", log);
+    ck_assert_msg(strstr(log, "plugin proxy"), "the log should name the plugin:\n%s",
+                  log);
+    ck_assert_msg(!strstr(log, "Sanitizer"), "%s", log);
+    free(log);
+}
+END_TEST
+
+/* ---- framing ------------------------------------------------------------ */
+
+/* Frames of the given payload lengths (random payloads from seed) as one
+ * request stream, and the replies framing must send for them. */
+struct frames {
+    uint8_t *req, *reply;
+    size_t len; /* of each: a reply has its request's length */
+};
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static void frames_build(struct frames *f, const uint32_t *lens, size_t n, uint64_t seed)
+{
+    size_t off = 0;
+
+    f->len = 0;
+    for (size_t i = 0; i < n; i++)
+        f->len += 4 + lens[i];
+    f->req = malloc(f->len);
+    f->reply = malloc(f->len);
+    ck_assert(f->req && f->reply);
+    for (size_t i = 0; i < n; i++) {
+        put_be32(f->req + off, lens[i]);
+        put_be32(f->reply + off, lens[i]);
+        off += 4;
+        fill_random(f->req + off, lens[i], seed + i);
+        for (size_t k = 0; k < lens[i]; k++)
+            f->reply[off + k] = f->req[off + lens[i] - 1 - k];
+        off += lens[i];
+    }
+}
+
+static void frames_free(struct frames *f)
+{
+    free(f->req);
+    free(f->reply);
+}
+
+/* Send the frames in one write and expect every reply, in order. */
+static void frames_exchange(int fd, const uint32_t *lens, size_t n, uint64_t seed)
+{
+    struct frames f;
+
+    frames_build(&f, lens, n, seed);
+    exchange(fd, f.req, f.len, f.reply, f.len, 5000);
+    frames_free(&f);
+}
+
+/* After a close for an oversized length: EOF, and the reason in the log. */
+static void assert_closed_with_reason(int fd, const char *reason)
+{
+    assert_closed(fd, 3000, false, &D);
+    ck_assert_msg(wait_log_count(&D, reason, 1, 2000), "no \"%s\" in the log:\n%s",
+                  reason, log_tail(&D));
+}
+
+START_TEST(test_framing_answers_a_frame_sent_byte_by_byte)
+{
+    int fd = client(start(&D, "f", FRAMING_CFG));
+    static const uint32_t lens[] = {300};
+    struct frames f;
+    struct peer p;
+
+    /* Every byte its own segment (NODELAY and a pause): the header and the
+     * payload each arrive in many reads. */
+    frames_build(&f, lens, 1, 10);
+    send_in_pieces(fd, f.req, f.len, 1, 1000, 0);
+    peer_init(&p, "client", fd, NULL, 0, f.reply, f.len);
+    pump(&p, 1, 5000, NULL);
+    assert_peer_ok(&p);
+    /* The connection is still in step: the next frame is answered. */
+    frames_exchange(fd, (const uint32_t[]){5}, 1, 11);
+    frames_free(&f);
+    close(fd);
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_framing_reassembles_frames_split_across_many_small_writes)
+{
+    int fd = client(start(&D, "f", FRAMING_CFG));
+    static const uint32_t lens[] = {1, 17, 0, 1024, 3, 500, 0, 64, 1023, 2, 999, 4};
+    struct frames f;
+    struct peer p;
+
+    frames_build(&f, lens, sizeof(lens) / sizeof(lens[0]), 20);
+    send_in_pieces(fd, f.req, f.len, 13, 200, 21);
+    peer_init(&p, "client", fd, NULL, 0, f.reply, f.len);
+    pump(&p, 1, 5000, NULL);
+    assert_peer_ok(&p);
+    frames_free(&f);
+    close(fd);
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_framing_answers_coalesced_frames_in_order_from_one_write)
+{
+    int fd = client(start(&D, "f", FRAMING_CFG));
+    static const uint32_t lens[] = {10, 0, 1024, 1, 0, 0, 333, 7, 1024, 12, 100, 5, 6};
+    struct frames f;
+    ssize_t r;
+    struct peer p;
+
+    frames_build(&f, lens, sizeof(lens) / sizeof(lens[0]), 30);
+    r = send(fd, f.req, f.len, MSG_NOSIGNAL);
+    ck_assert_msg(r == (ssize_t)f.len, "one write of %zu bytes took %zd", f.len, r);
+    peer_init(&p, "client", fd, NULL, 0, f.reply, f.len);
+    pump(&p, 1, 5000, NULL);
+    assert_peer_ok(&p);
+    frames_free(&f);
+    close(fd);
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_framing_answers_an_empty_frame_with_an_empty_frame)
+{
+    int fd = client(start(&D, "f", FRAMING_CFG));
+    static const uint8_t empty[4] = {0, 0, 0, 0};
+
+    exchange(fd, empty, 4, empty, 4, 5000);
+    ck_assert_msg(!io_readable(fd, 200), "more than an empty frame came back");
+    frames_exchange(fd, (const uint32_t[]){0, 9, 0}, 3, 40);
+    close(fd);
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_framing_answers_frames_of_exactly_max_frame)
+{
+    int fd = client(start(&D, "f", FRAMING_CFG));
+    int fb = client(daemon_port(&D, "fb"));
+
+    frames_exchange(fd, (const uint32_t[]){FRAMING_MAX, FRAMING_MAX}, 2, 50);
+    /* On "fb" the listener's max_size is the bound, and it is inclusive. */
+    frames_exchange(fb, (const uint32_t[]){MAX_SIZE, 1, MAX_SIZE}, 3, 51);
+    close(fd);
+    close(fb);
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_framing_closes_on_a_length_over_max_frame_and_logs_its_size)
+{
+    int fd = client(start(&D, "f", FRAMING_CFG));
+    uint8_t head[4];
+
+    frames_exchange(fd, (const uint32_t[]){FRAMING_MAX}, 1, 60);
+    put_be32(head, FRAMING_MAX + 1);
+    exchange(fd, head, 4, NULL, 0, 2000);
+    assert_closed_with_reason(fd, "framing: frame of 1025 bytes over max_frame 1024");
+    close(fd);
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_framing_closes_on_a_length_over_max_size_within_max_frame)
+{
+    int fd = client(start(&D, "fb", FRAMING_CFG));
+    uint8_t head[4];
+
+    put_be32(head, MAX_SIZE + 1); /* within max_frame 65536 */
+    exchange(fd, head, 4, NULL, 0, 2000);
+    assert_closed_with_reason(fd, "framing: frame of 16385 bytes over max_size");
+    close(fd);
+    stop_clean(&D);
+}
+END_TEST
+
+/* ---- hello -------------------------------------------------------------- */
+
+/* A client of listener `name` that has read the greeting, and nothing else. */
+static int greeted(const char *name)
+{
+    int fd = client(daemon_port(&D, name));
+
+    exchange(fd, NULL, 0, GREETING, strlen(GREETING), 5000);
+    ck_assert_msg(!io_readable(fd, 100), "more than the greeting came unasked");
+    return fd;
+}
+
+START_TEST(test_hello_greets_first_then_hands_the_connection_to_echo)
+{
+    static const char ping[] = "ping after the greeting\n";
+    json_t *list;
+    int fd;
+
+    start(&D, "he", HELLO_CFG);
+    fd = greeted("he");
+    exchange(fd, ping, strlen(ping), ping, strlen(ping), 5000);
+    /* The connection belongs to echo now. */
+    list = ctl_result(&D, "conn.list", "{\"listener\":\"he\"}");
+    ck_assert_msg(json_array_size(list) == 1, "%s", json_dumps(list, JSON_COMPACT));
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_array_get(list, 0), "plugin")), "echo");
+    json_decref(list);
+    exchange(fd, "again", 5, "again", 5, 5000);
+    close(fd);
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_hello_hands_over_to_framing_whose_adopted_hook_sets_expect)
+{
+    int fd;
+
+    start(&D, "hf", HELLO_CFG);
+    fd = greeted("hf");
+    /* Without expect(4) from adopted(), framing would take whatever is
+     * read as a header and answer nonsense. */
+    frames_exchange(fd, (const uint32_t[]){3, 0, 1024, 77}, 4, 70);
+    close(fd);
+    stop_clean(&D);
+}
+END_TEST
+
+START_TEST(test_hello_closes_when_the_next_plugin_does_not_exist)
+{
+    int fd;
+
+    start(&D, "hb", HELLO_CFG);
+    fd = client(daemon_port(&D, "hb"));
+    /* The greeting was queued before the hand-over failed: it arrives,
+     * then EOF. */
+    exchange(fd, NULL, 0, GREETING, strlen(GREETING), 5000);
+    assert_closed(fd, 3000, false, &D);
+    ck_assert_msg(wait_log_count(&D, "hello: no plugin \"nosuch\"", 1, 2000), "%s",
+                  log_tail(&D));
+    ck_assert_msg(wait_log_count(&D, "hello: hand-over failed", 1, 2000), "%s",
+                  log_tail(&D));
+    close(fd);
+    stop_clean(&D);
+}
+END_TEST
+
+/* ---- shed --------------------------------------------------------------- */
+
+/* Whether got is sent with pieces cut out, in order (greedy subsequence
+ * match: it finds one exactly when one exists). */
+static bool is_subsequence(const uint8_t *got, size_t got_len, const uint8_t *sent,
+                           size_t sent_len)
+{
+    size_t j = 0;
+
+    for (size_t i = 0; i < sent_len && j < got_len; i++)
+        if (sent[i] == got[j])
+            j++;
+    return j == got_len;
+}
+
+#define SHED_BYTES (8 * MiB)
+
+START_TEST(test_shed_drops_what_a_slow_reader_cannot_take_and_counts_it)
+{
+    int port = start(&D, "s", SHED_CFG);
+    uint8_t *data = random_bytes(SHED_BYTES, 80), *back = malloc(SHED_BYTES);
+    json_int_t id, dropped, received;
+    json_t *show, *info;
+    char line[96];
+    struct peer p;
+
+    ck_assert_ptr_nonnull(back);
+    peer_init(&p, "client", client(port), data, SHED_BYTES, NULL, 0);
+    small_buffers(p.fd, 64 * KiB);
+    p.keep = back;
+    p.keep_cap = SHED_BYTES;
+    ck_assert_msg(daemon_wait_log(&D, "accepted on s", 5000), "%s", log_tail(&D));
+    id = only_conn_on(&D, "s");
+
+    /* Send everything without reading: shed never stops reading, so the
+     * kernel takes it all, and what cannot be queued past the watermark is
+     * dropped. */
+    pump_send_only(&p, 3000, 20000, NULL);
+    ck_assert_msg(p.err == 0 && p.sent == SHED_BYTES,
+                  "sent %zu of %zu bytes to shed (%s): it should never push back", p.sent,
+                  SHED_BYTES, strerror(-p.err));
+    show = conn_show(&D, id);
+    info = json_object_get(show, "plugin_info");
+    ck_assert_msg(json_is_object(info), "conn.show has no plugin_info: %s",
+                  json_dumps(show, JSON_COMPACT));
+    ck_assert_msg(json_int_at(show, "plugin_info", "dropped_bytes") > 0,
+                  "nothing dropped while the client did not read: %s",
+                  json_dumps(show, JSON_COMPACT));
+    ck_assert_msg(json_is_true(json_object_get(info, "shedding")),
+                  "not shedding while throttled: %s", json_dumps(show, JSON_COMPACT));
+    json_decref(show);
+
+    /* Now read what arrives, until nothing more comes. */
+    pump_until_idle(&p, 700, 20000);
+    ck_assert_msg(p.err == 0 && !p.eof && p.bad_at == SIZE_MAX,
+                  "reading back: err %s eof %d bad_at %zu", strerror(-p.err), p.eof,
+                  p.bad_at);
+    received = (json_int_t)p.got;
+    ck_assert_msg(p.got < SHED_BYTES, "got all %zu bytes back: nothing was shed", p.got);
+    ck_assert_msg(is_subsequence(back, p.got, data, SHED_BYTES),
+                  "what came back is not what was sent with pieces cut out");
+
+    /* Idle and flushed: the count is exactly what never came back. */
+    show = conn_show(&D, id);
+    ck_assert_int_eq(json_int_at(show, "pending", NULL), 0);
+    ck_assert_int_eq(json_int_at(show, "bytes_in", NULL), (json_int_t)SHED_BYTES);
+    ck_assert_int_eq(json_int_at(show, "bytes_out", NULL), received);
+    dropped = json_int_at(show, "plugin_info", "dropped_bytes");
+    fprintf(stderr, "shed: sent %zu, received %lld, dropped %lld\n", SHED_BYTES,
+            (long long)received, (long long)dropped);
+    ck_assert_msg(dropped == (json_int_t)SHED_BYTES - received,
+                  "dropped_bytes %lld, but %lld of %zu bytes did not come back: %s",
+                  (long long)dropped, (long long)SHED_BYTES - (long long)received,
+                  SHED_BYTES, json_dumps(show, JSON_COMPACT));
+    ck_assert_msg(
+        json_is_false(json_object_get(json_object_get(show, "plugin_info"), "shedding")),
+        "still shedding once drained: %s", json_dumps(show, JSON_COMPACT));
+    json_decref(show);
+
+    close(p.fd);
+    snprintf(line, sizeof(line), "shed: dropped %lld bytes", (long long)dropped);
+    ck_assert_msg(wait_log_count(&D, line, 1, 3000), "no \"%s\" on close:\n%s", line,
+                  log_tail(&D));
+    stop_clean(&D);
+    free(data);
+    free(back);
+}
+END_TEST
+
+/* ---- suite -------------------------------------------------------------- */
+
+static TCase *tcase(Suite *s, const char *name, int timeout_s)
+{
+    TCase *tc = tcase_create(name);
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, timeout_s);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+static Suite *bundled_suite(void)
+{
+    Suite *s = suite_create("bundled");
+    TCase *tc;
+
+    tc = tcase(s, "proxy", UNDER_ASAN ? 120 : 60);
+    tcase_add_test(tc, test_proxy_relays_64mib_each_way_intact_through_echo);
+    tcase_add_test(tc,
+                   test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_client);
+    tcase_add_test(
+        tc, test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_upstream);
+    tcase_add_test(tc, test_proxy_passes_the_clients_half_close_after_every_echoed_byte);
+    tcase_add_test(
+        tc, test_proxy_passes_the_clients_half_close_to_a_muted_echo_losing_nothing);
+    tcase_add_test(
+        tc, test_proxy_passes_the_upstreams_half_close_and_still_relays_the_client);
+    tcase_add_test(tc, test_proxy_closes_the_client_and_logs_when_the_upstream_is_down);
+    tcase_add_test(
+        tc, test_proxy_closes_the_client_after_connect_timeout_on_a_silent_upstream);
+    tcase_add_test(tc, test_proxy_without_upstream_makes_connd_exit_1_naming_the_key);
+
+    tc = tcase(s, "framing", 30);
+    tcase_add_test(tc, test_framing_answers_a_frame_sent_byte_by_byte);
+    tcase_add_test(tc, test_framing_reassembles_frames_split_across_many_small_writes);
+    tcase_add_test(tc, test_framing_answers_coalesced_frames_in_order_from_one_write);
+    tcase_add_test(tc, test_framing_answers_an_empty_frame_with_an_empty_frame);
+    tcase_add_test(tc, test_framing_answers_frames_of_exactly_max_frame);
+    tcase_add_test(tc, test_framing_closes_on_a_length_over_max_frame_and_logs_its_size);
+    tcase_add_test(tc, test_framing_closes_on_a_length_over_max_size_within_max_frame);
+
+    tc = tcase(s, "hello", 30);
+    tcase_add_test(tc, test_hello_greets_first_then_hands_the_connection_to_echo);
+    tcase_add_test(tc, test_hello_hands_over_to_framing_whose_adopted_hook_sets_expect);
+    tcase_add_test(tc, test_hello_closes_when_the_next_plugin_does_not_exist);
+
+    tc = tcase(s, "shed", 60);
+    tcase_add_test(tc, test_shed_drops_what_a_slow_reader_cannot_take_and_counts_it);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(bundled_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
