@@ -62,9 +62,11 @@ START_TEST(test_host_sent_can_drop_a_write)
     char buf[5] = {0};
     int fd;
 
-    start("{\"echo\": true, \"drop\": \"DROP\"}");
+    start("{\"echo\": true, \"drop\": \"DROP\", \"log_received\": true}");
     fd = tcp_connect("127.0.0.1", port);
     ck_assert_int_eq(io_write_all(fd, "DROPthis", 8), 0);
+    /* Its own read, so that "keep" is not in the same write. */
+    ck_assert(daemon_wait_log(&D, "received id=1 len=8", 5000));
     ck_assert(!io_readable(fd, 300));
     ck_assert_int_eq(io_write_all(fd, "keep", 4), 0);
     ck_assert_int_eq(io_read_exact(fd, buf, 4), 0);
