@@ -528,6 +528,8 @@ int conn_writev(struct conn *c, const struct iovec *iov, int n)
     }
     if (!conn_live(c) || c->close_requested)
         rc = -ENOTCONN; /* sent() closed it */
+    else if (c->wr_shut)
+        rc = -EPIPE; /* sent() shut the write side down */
     else if (total > c->lim.max_pending || c->pending + total > c->lim.max_pending)
         rc = -ENOBUFS;
     else if (total > 0)

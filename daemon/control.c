@@ -315,8 +315,15 @@ static void control_accept_cb(uv_poll_t *h, int status, int events)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN)
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Still readable, still no fd: stop watching rather than
+                 * spin; the stall timer tries again within a second. */
+                log_warn("control: accept: %s: pausing for a second", strerror(errno));
+                uv_poll_stop(&ctl->poll);
+                ctl->accept_paused = true;
+            } else if (errno != EAGAIN) {
                 log_warn("control: accept: %s", strerror(errno));
+            }
             return;
         }
         client_new(ctl, fd);
@@ -332,6 +339,12 @@ static void control_stall_cb(uv_timer_t *t)
     /* While stopping, the last replies get a short grace period only. */
     uint64_t limit = ctl->stopping ? CTL_STOP_GRACE_MS : CTL_STALL_MS;
 
+    if (ctl->accept_paused && !ctl->stopping) {
+        if (ctl->spare_fd < 0)
+            ctl->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        ctl->accept_paused = false;
+        uv_poll_start(&ctl->poll, UV_READABLE, control_accept_cb);
+    }
     for (struct list *n = ctl->clients.next, *next; n != &ctl->clients; n = next) {
         struct ctl_client *cl = container_of(n, struct ctl_client, link);
         next = n->next;

@@ -60,6 +60,7 @@ struct control {
     size_t n_clients;
     int handles; /* poll, stall timer and clients not yet closed */
     bool stopping;
+    bool accept_paused; /* out of fds: the stall timer resumes accepting */
 };
 
 /* Create the socket at the config's path with its mode and start serving.
