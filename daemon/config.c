@@ -545,9 +545,14 @@ int config_parse(const char *text, size_t len, struct config **out, char *err,
         (jerr.text[0] == '\0' || json_error_code(&jerr) == json_error_out_of_memory))
         return oom(&c, NULL);
     if (!root) {
-        if (err && errlen)
+        if (err && errlen) {
             snprintf(err, errlen, "line %d column %d: %s", jerr.line, jerr.column,
                      jerr.text);
+            /* jansson quotes the offending bytes: keep the line printable. */
+            for (char *p = err; *p; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                    *p = '?';
+        }
         return -EINVAL;
     }
     if (!(cfg = calloc(1, sizeof(*cfg))))

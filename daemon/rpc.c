@@ -123,10 +123,33 @@ int rpc_send_json(struct ctl_client *cl, json_t *msg, bool is_event)
     return rc;
 }
 
-static void rpc_reply_error(struct ctl_client *cl, json_t *id, int code, const char *msg,
+/* Cut a UTF-8 sequence that a length limit split at the end of s, so that
+ * the message stays valid JSON text (jansson refuses invalid UTF-8). */
+static void utf8_trim(char *s)
+{
+    size_t n = strlen(s), i = n, need;
+
+    while (i > 0 && (s[i - 1] & 0xC0) == 0x80 && n - i < 3)
+        i--; /* continuation bytes at the end */
+    if (i == 0 || !(s[i - 1] & 0x80))
+        return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (n - (i - 1) < need)
+        s[i - 1] = '\0';
+}
+
+static void rpc_reply_error(struct ctl_client *cl, json_t *id, int code, const char *text,
                             const char *errname)
 {
-    json_t *err = json_pack("{s:i, s:s}", "code", code, "message", msg);
+    char msg[320];
+    json_t *err;
+
+    snprintf(msg, sizeof(msg), "%s", text);
+    utf8_trim(msg);
+    err = json_pack("{s:i, s:s}", "code", code, "message", msg);
+    if (!err) /* still not valid UTF-8: say what we can */
+        err = json_pack("{s:i, s:s}", "code", code, "message", "invalid request");
     json_t *reply;
 
     if (errname)
