@@ -230,7 +230,7 @@ static void conn_fail(struct conn *c, const char *what, int err)
         return;
     if (!c->why)
         c->why = what;
-    if (err == UV_ECONNRESET || err == UV_EPIPE)
+    if (err == UV_ECONNRESET || err == UV_EPIPE || err == UV_ENOTCONN)
         log_debug("conn %" PRIu64 ": %s: %s", c->id, what, uv_err_name(err));
     else
         log_warn("conn %" PRIu64 ": %s: %s", c->id, what, uv_strerror(err));
@@ -728,6 +728,8 @@ static void conn_finish(struct conn *c, bool reset)
 {
     if (c->state == CONN_CLOSED)
         return;
+    if (!c->why)
+        c->why = reset ? "reset" : "closed both ways";
     if (c->rdhup_watched) {
         epoll_ctl(c->lp->rdhup_fd, EPOLL_CTL_DEL, conn_fd(c), NULL);
         c->rdhup_watched = false;

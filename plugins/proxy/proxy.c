@@ -170,10 +170,15 @@ static bool proxy_received(void *state, struct connd_conn *c, const uint8_t *dat
         px->h->close(c, "proxy: other side gone");
         return true;
     }
-    if ((rc = px->h->write(to, data, len)) < 0) {
-        px->h->conn_log(c, CONND_LOG_WARNING, "proxy: relay write refused (%d)", rc);
+    if ((rc = px->h->write(to, data, len)) == -ENOBUFS) {
+        /* The other side holds max_pending unread: the relay is stuck. */
+        px->h->conn_log(c, CONND_LOG_WARNING, "proxy: relay write refused: other side full");
         px->h->abort(to, "proxy: relay write refused");
         px->h->abort(c, "proxy: relay write refused");
+    } else if (rc < 0) {
+        /* The other side is closing or half-closed: nothing more can reach
+         * it, so this side ends too, gracefully. */
+        px->h->close(c, "proxy: other side no longer takes data");
     }
     return true;
 }
