@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -495,4 +496,74 @@ json_t *ctl_callf(int fd, const char *fmt, ...)
     reply = ctl_call(fd, req);
     free(req);
     return reply;
+}
+
+/* ---- /proc views of a process --------------------------------------------- */
+
+static void proc_path(char *buf, size_t len, pid_t pid, const char *what)
+{
+    if (pid > 0)
+        snprintf(buf, len, "/proc/%d/%s", (int)pid, what);
+    else
+        snprintf(buf, len, "/proc/self/%s", what);
+}
+
+int proc_fd_count(pid_t pid)
+{
+    char path[64];
+    struct dirent *de;
+    DIR *d;
+    int n = 0;
+
+    proc_path(path, sizeof(path), pid, "fd");
+    if (!(d = opendir(path)))
+        return -1;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return pid > 0 ? n : n - 1; /* not the DIR's own fd */
+}
+
+long proc_cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long ut = 0, st = 0;
+    FILE *f;
+
+    proc_path(path, sizeof(path), pid, "stat");
+    if (!(f = fopen(path, "r")))
+        return -1;
+    p = fgets(buf, sizeof(buf), f);
+    fclose(f);
+    /* Fields after the parenthesised name: state is field 3, utime 14. */
+    if (!p || !(p = strrchr(buf, ')')) ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (long)(ut + st);
+}
+
+long proc_fd_limit_for_room(pid_t pid, int room)
+{
+    enum { MAX_FD = 65536 };
+    static unsigned char used[MAX_FD];
+    char path[64];
+    struct dirent *de;
+    DIR *d;
+    int free_seen = 0;
+
+    memset(used, 0, sizeof(used));
+    proc_path(path, sizeof(path), pid, "fd");
+    if (!(d = opendir(path)))
+        return -1;
+    while ((de = readdir(d))) {
+        int fd = atoi(de->d_name);
+        if (de->d_name[0] != '.' && fd >= 0 && fd < MAX_FD)
+            used[fd] = 1;
+    }
+    closedir(d);
+    for (int fd = 0; fd < MAX_FD; fd++)
+        if (!used[fd] && free_seen++ == room)
+            return fd;
+    return -1;
 }

@@ -97,4 +97,16 @@ void fill_random(void *buf, size_t len, uint64_t seed);
 /* Monotonic milliseconds. */
 uint64_t now_ms(void);
 
+/* ---- /proc views of a process (pid 0: this process) ---- */
+
+/* Open descriptors of pid (for pid 0, not counting the one used to look). */
+int proc_fd_count(pid_t pid);
+/* utime + stime of pid in clock ticks, or -1. */
+long proc_cpu_ticks(pid_t pid);
+/* The RLIMIT_NOFILE soft limit that leaves pid room for exactly `room` more
+ * descriptors, or -1. The limit bounds fd numbers, not their count, and a
+ * new fd takes the lowest free number: the answer is the (room+1)-th free
+ * number, whatever holes or high inherited fds the process has. */
+long proc_fd_limit_for_room(pid_t pid, int room);
+
 #endif

@@ -104,48 +104,6 @@ static bool d_started;
 static int self_fds0 = -1;
 static char notify_path[108]; /* the wedge test's NOTIFY_SOCKET, when bound */
 
-static int count_fds(pid_t pid)
-{
-    char path[64];
-    struct dirent *de;
-    DIR *d;
-    int n = 0;
-
-    if (pid > 0)
-        snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    else
-        snprintf(path, sizeof(path), "/proc/self/fd");
-    if (!(d = opendir(path)))
-        return -1;
-    while ((de = readdir(d)))
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return pid > 0 ? n : n - 1; /* not the DIR's own fd */
-}
-
-/* utime + stime of pid, in clock ticks. */
-static long cpu_ticks(pid_t pid)
-{
-    char path[64], buf[1024], *p;
-    unsigned long ut = 0, st = 0;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    if (!(f = fopen(path, "r")))
-        return -1;
-    if (!fgets(buf, sizeof(buf), f)) {
-        fclose(f);
-        return -1;
-    }
-    fclose(f);
-    p = strrchr(buf, ')');
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-                     &st) != 2)
-        return -1;
-    return (long)(ut + st);
-}
-
 /* On a failed check: print the daemon's log tail and kill it now (Check
  * ends a failed test with _exit, so no teardown runs). */
 static void on_failure(void)
@@ -181,7 +139,7 @@ static void on_failure(void)
 
 static void setup(void)
 {
-    self_fds0 = count_fds(0);
+    self_fds0 = proc_fd_count(0);
 }
 
 static void teardown(void)
@@ -225,7 +183,7 @@ static int base_fds(void)
     close(k);
     pause_ms(100);
     for (uint64_t end = now_ms() + 2000; now_ms() < end;) {
-        int m = count_fds(D.pid);
+        int m = proc_fd_count(D.pid);
         if (m == n)
             break;
         n = m;
@@ -265,7 +223,7 @@ static int settle_fds(int want, int timeout_ms)
     uint64_t end = now_ms() + (uint64_t)timeout_ms;
     int n;
 
-    while ((n = count_fds(D.pid)) != want && now_ms() < end)
+    while ((n = proc_fd_count(D.pid)) != want && now_ms() < end)
         pause_ms(20);
     return n;
 }
@@ -293,7 +251,7 @@ static void finish(int base_fds)
     CHECK(rc == 0, "connd exited with %d (status %d) on SIGTERM", rc, D.status);
     CHECK(!sanitizer_report(), "connd logged a sanitizer report");
     injector_stop();
-    self = count_fds(0);
+    self = proc_fd_count(0);
     CHECK(self == self_fds0, "the test holds %d fds, %d at its start", self, self_fds0);
 }
 
@@ -309,9 +267,9 @@ static void assert_idle_quiet(int ms, const char *what, const char *needle, int 
 
     pause_ms(50);
     lines0 = needle ? log_count(needle) : 0;
-    t0 = cpu_ticks(D.pid);
+    t0 = proc_cpu_ticks(D.pid);
     pause_ms(ms);
-    t1 = cpu_ticks(D.pid);
+    t1 = proc_cpu_ticks(D.pid);
     lines = needle ? log_count(needle) - lines0 : 0;
     limit = hz * ms / 10000;
     if (limit < 3)
@@ -547,31 +505,12 @@ static void set_fd_limit(rlim_t n)
     CHECK(prlimit(D.pid, RLIMIT_NOFILE, &rl, NULL) == 0, "prlimit: %s", strerror(errno));
 }
 
-/* The soft limit that leaves the daemon room for exactly `room` more
- * descriptors. RLIMIT_NOFILE bounds fd numbers, not their count, and new
- * fds take the lowest free number: the limit is the (room+1)-th free one. */
+/* The soft limit that leaves the daemon room for exactly `room` more fds. */
 static rlim_t limit_for_room(int room)
 {
-    static unsigned char used[65536];
-    char path[64];
-    struct dirent *de;
-    DIR *d;
-    int free_seen = 0;
-
-    memset(used, 0, sizeof(used));
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)D.pid);
-    CHECK((d = opendir(path)) != NULL, "opendir %s", path);
-    while ((de = readdir(d))) {
-        int fd = atoi(de->d_name);
-        if (de->d_name[0] != '.' && fd >= 0 && fd < (int)sizeof(used))
-            used[fd] = 1;
-    }
-    closedir(d);
-    for (int fd = 0; fd < (int)sizeof(used); fd++)
-        if (!used[fd] && free_seen++ == room)
-            return (rlim_t)fd;
-    CHECK(0, "no free fd number below %zu", sizeof(used));
-    return 0;
+    long lim = proc_fd_limit_for_room(D.pid, room);
+    CHECK(lim >= 0, "no fd limit leaves connd room for %d more", room);
+    return (rlim_t)lim;
 }
 
 /* Raise the test's own fd limit (the daemon inherits it). */
@@ -1369,7 +1308,7 @@ START_TEST(test_control_client_that_never_reads_is_dropped_without_spinning)
     CHECK(sent < (64u << 20), "the daemon read 64 MiB of requests without replying");
     t_stuck = now_ms();
     rss0 = daemon_rss_kb(&D);
-    t0_ticks = cpu_ticks(D.pid);
+    t0_ticks = proc_cpu_ticks(D.pid);
     /* Others keep being answered; the stuck one goes within ~15 s. */
     while (!dropped && now_ms() - t_stuck < 16000) {
         uint64_t t = now_ms();
@@ -1380,7 +1319,7 @@ START_TEST(test_control_client_that_never_reads_is_dropped_without_spinning)
     }
     CHECK(dropped, "the stuck control client not dropped within 16 s");
     {
-        long ticks = cpu_ticks(D.pid) - t0_ticks;
+        long ticks = proc_cpu_ticks(D.pid) - t0_ticks;
         uint64_t ms = now_ms() - t_stuck;
         /* A status call every 500 ms costs little; a loop would cost all. */
         CHECK(ticks < (long)((uint64_t)hz * ms / 10000) + 3,
