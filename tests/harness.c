@@ -5,6 +5,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <check.h>
 #include <errno.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -417,6 +418,256 @@ int io_expect_eof(int fd, int timeout_ms)
         return -errno;
     return 0;
 }
+
+uint8_t *random_bytes(size_t len, uint64_t seed)
+{
+    uint8_t *p = malloc(len ? len : 1);
+
+    ck_assert_ptr_nonnull(p);
+    fill_random(p, len, seed);
+    return p;
+}
+
+bool daemon_wait_log_count(struct daemon *d, const char *needle, int count,
+                           int timeout_ms)
+{
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+
+    while (daemon_count_log(d, needle) < count) {
+        if (now_ms() >= end || d->err_fd < 0)
+            return daemon_count_log(d, needle) >= count;
+        daemon_drain_log(d, 50);
+    }
+    return true;
+}
+
+void tcp_small_buffers(int fd, int bytes)
+{
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes)), 0);
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes)), 0);
+}
+
+void tcp_close_reset(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+bool io_echoes(int fd, const char *msg)
+{
+    char buf[256] = {0};
+    size_t len = strlen(msg);
+
+    return len < sizeof(buf) && io_write_all(fd, msg, len) == 0 &&
+           io_read_exact(fd, buf, len) == 0 && memcmp(buf, msg, len) == 0;
+}
+
+/* ---- peers ------------------------------------------------------------------ */
+
+void io_peer_init(struct io_peer *p, const char *name, int fd, const uint8_t *tx,
+                  size_t tx_len, const uint8_t *want, size_t want_len)
+{
+    memset(p, 0, sizeof(*p));
+    p->name = name;
+    p->fd = fd;
+    p->tx = tx;
+    p->tx_len = tx_len;
+    p->want = want;
+    p->want_len = want_len;
+    p->bad_at = SIZE_MAX;
+}
+
+bool io_peer_finished(const struct io_peer *p)
+{
+    if (p->err || p->bad_at != SIZE_MAX || p->eof)
+        return true;
+    return !p->keep && p->got == p->want_len && p->sent == p->tx_len && !p->want_eof &&
+           (!p->shut_wr || p->shut_done);
+}
+
+static bool io_peer_may_read(const struct io_peer *p)
+{
+    return now_ms() >= p->rx_resume_ms;
+}
+
+size_t io_peer_send(struct io_peer *p)
+{
+    size_t before = p->sent;
+
+    while (p->sent < p->tx_len && !p->err) {
+        size_t n = p->tx_len - p->sent;
+        ssize_t r = send(p->fd, p->tx + p->sent, n > 256 * KiB ? 256 * KiB : n,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                p->err = -errno;
+            break;
+        }
+        p->sent += (size_t)r;
+    }
+    if (p->sent == p->tx_len && p->shut_wr && !p->shut_done && !p->err) {
+        if (shutdown(p->fd, SHUT_WR) < 0)
+            p->err = -errno;
+        p->shut_done = true;
+    }
+    return p->sent - before;
+}
+
+/* Take n received bytes: compare them with want, or keep them. */
+static void io_peer_take(struct io_peer *p, const uint8_t *buf, size_t n)
+{
+    if (p->keep) {
+        if (p->got + n > p->keep_cap) {
+            p->bad_at = p->got + n; /* more than could ever have been sent */
+            return;
+        }
+        memcpy(p->keep + p->got, buf, n);
+    } else {
+        size_t ok = p->want_len - p->got;
+        if (ok > n)
+            ok = n;
+        for (size_t i = 0; i < ok; i++)
+            if (buf[i] != p->want[p->got + i]) {
+                p->bad_at = p->got + i;
+                return;
+            }
+        if (ok < n) {
+            p->bad_at = p->want_len; /* more than expected arrived */
+            return;
+        }
+    }
+    p->got += n;
+}
+
+void io_peer_recv(struct io_peer *p)
+{
+    static uint8_t buf[256 * KiB];
+
+    while (!p->err && !p->eof && p->bad_at == SIZE_MAX && io_peer_may_read(p)) {
+        size_t room = sizeof(buf);
+        if (p->rx_burst && p->rx_burst - p->burst_got < room)
+            room = p->rx_burst - p->burst_got;
+        ssize_t r = recv(p->fd, buf, room, MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                p->err = -errno;
+            return;
+        }
+        if (r == 0) {
+            p->eof = true;
+            return;
+        }
+        io_peer_take(p, buf, (size_t)r);
+        if (p->rx_burst && (p->burst_got += (size_t)r) >= p->rx_burst) {
+            p->burst_got = 0;
+            p->rx_resume_ms = now_ms() + (uint64_t)p->rx_pause_ms;
+        }
+    }
+}
+
+void rss_watch_begin(struct rss_watch *w, const struct daemon *d)
+{
+    memset(w, 0, sizeof(*w));
+    w->d = d;
+    w->base_kb = w->peak_kb = daemon_rss_kb(d);
+    ck_assert_int_gt(w->base_kb, 0);
+}
+
+void rss_watch_sample(struct rss_watch *w)
+{
+    long kb;
+
+    if (!w || now_ms() < w->next_ms)
+        return;
+    w->next_ms = now_ms() + 10;
+    kb = daemon_rss_kb(w->d);
+    if (kb > w->peak_kb)
+        w->peak_kb = kb;
+}
+
+size_t io_pump(struct io_peer *ps, size_t n, int timeout_ms, struct rss_watch *w)
+{
+    struct pollfd *pfd = calloc(n ? n : 1, sizeof(*pfd));
+    size_t *idx = calloc(n ? n : 1, sizeof(*idx));
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+    size_t finished = 0;
+
+    ck_assert(pfd && idx);
+    for (;;) {
+        size_t k = 0;
+        finished = 0;
+        for (size_t i = 0; i < n; i++) {
+            short ev = 0;
+            if (io_peer_finished(&ps[i])) {
+                finished++;
+                continue;
+            }
+            if (io_peer_may_read(&ps[i]))
+                ev |= POLLIN;
+            if (ps[i].sent < ps[i].tx_len)
+                ev |= POLLOUT;
+            /* A paused reader with nothing to send waits for the clock. */
+            pfd[k].fd = ev ? ps[i].fd : -1;
+            pfd[k].events = ev;
+            pfd[k].revents = 0;
+            idx[k++] = i;
+        }
+        if (k == 0 || now_ms() >= end)
+            break;
+        rss_watch_sample(w);
+        if (poll(pfd, k, 10) < 0 && errno != EINTR)
+            break;
+        for (size_t j = 0; j < k; j++) {
+            struct io_peer *p = &ps[idx[j]];
+            if (pfd[j].revents & POLLOUT)
+                io_peer_send(p);
+            if (pfd[j].revents & (POLLIN | POLLHUP | POLLERR))
+                io_peer_recv(p);
+        }
+    }
+    free(pfd);
+    free(idx);
+    return finished;
+}
+
+size_t io_pump_send_only(struct io_peer *p, int stall_ms, int timeout_ms,
+                         struct rss_watch *w)
+{
+    uint64_t start = now_ms(), progress = start;
+
+    while (p->sent < p->tx_len && !p->err) {
+        struct pollfd pfd = {.fd = p->fd, .events = POLLOUT};
+        uint64_t now = now_ms();
+        if (now - progress >= (uint64_t)stall_ms || now - start >= (uint64_t)timeout_ms)
+            break;
+        rss_watch_sample(w);
+        if (poll(&pfd, 1, 20) > 0 && io_peer_send(p) > 0)
+            progress = now_ms();
+    }
+    return p->sent;
+}
+
+void io_peer_assert_ok(const struct io_peer *p)
+{
+    const char *name = p->name ? p->name : "peer";
+
+    ck_assert_msg(p->err == 0, "%s: %s", name, strerror(-p->err));
+    ck_assert_msg(p->sent == p->tx_len, "%s: sent %zu of %zu bytes", name, p->sent,
+                  p->tx_len);
+    ck_assert_msg(p->bad_at == SIZE_MAX, "%s: wrong byte at offset %zu (of %zu expected)",
+                  name, p->bad_at, p->want_len);
+    ck_assert_msg(p->got == p->want_len, "%s: got %zu of %zu bytes%s", name, p->got,
+                  p->want_len, p->eof ? " before EOF" : "");
+    if (p->want_eof)
+        ck_assert_msg(p->eof, "%s: no EOF after the last byte", name);
+}
+
+/* ---- the control socket ------------------------------------------------------ */
 
 int ctl_connect(const struct daemon *d)
 {

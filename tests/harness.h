@@ -97,6 +97,122 @@ void fill_random(void *buf, size_t len, uint64_t seed);
 /* Monotonic milliseconds. */
 uint64_t now_ms(void);
 
+/* ---- sizes, build flavour, test data ---- */
+
+#define KiB ((size_t)1024)
+#define MiB (1024 * KiB)
+
+/* UNDER_ASAN is 1 when this test (and so the daemon, built with the same
+ * flags) runs under AddressSanitizer, whose shadow memory and quarantine
+ * inflate RSS and slow everything down; 0 otherwise. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+/* len bytes of fill_random(seed), malloc'd (at least 1 byte, so len 0 is
+ * fine); fails the test (Check) when out of memory. The caller frees. */
+uint8_t *random_bytes(size_t len, uint64_t seed);
+
+/* Wait until needle occurs at least `count` times in d's whole log (not
+ * just after the mark, which does not move), reading the log in 50 ms
+ * steps for up to timeout_ms. False on timeout, or once the daemon's
+ * stderr is closed and the count is still short. */
+bool daemon_wait_log_count(struct daemon *d, const char *needle, int count,
+                           int timeout_ms);
+
+/* ---- small socket helpers ---- */
+
+/* Set fd's SO_RCVBUF and SO_SNDBUF to `bytes`, so the kernel cannot absorb
+ * a test's whole payload and hide what the daemon does; fails the test
+ * (Check) if either setsockopt fails. On a listening socket the sizes are
+ * inherited by the sockets it accepts. */
+void tcp_small_buffers(int fd, int bytes);
+/* Close fd with SO_LINGER 0, so the peer gets a RST instead of a FIN. */
+void tcp_close_reset(int fd);
+/* Whether writing msg (strlen below 256) to fd brings the same bytes back,
+ * with the blocking io_write_all/io_read_exact (so bounded by fd's
+ * SO_SNDTIMEO/SO_RCVTIMEO: 10 s from tcp_connect). */
+bool io_echoes(int fd, const char *msg);
+
+/* ---- peers: poll-driven, non-blocking clients with byte checks ----
+ *
+ * A peer is one non-blocking socket with bytes to send (tx) and bytes
+ * expected back in order (want), or, with `keep` set instead of want,
+ * a buffer that takes whatever arrives. io_pump() drives several peers at
+ * once with poll(2), sending and receiving together, so a test cannot
+ * deadlock on full socket buffers; every pump has a deadline. The first
+ * wrong or extra byte, EOF, or a send/recv error ends a peer. */
+struct io_peer {
+    const char *name; /* for failure messages; borrowed */
+    int fd;           /* non-blocking; the caller closes it */
+    const uint8_t *tx; /* bytes to send; borrowed */
+    size_t tx_len, sent;
+    bool shut_wr; /* shutdown(SHUT_WR) once everything is sent */
+    bool shut_done;
+    const uint8_t *want; /* bytes expected, in order; borrowed */
+    size_t want_len, got;
+    bool want_eof; /* EOF must follow the last expected byte */
+    bool eof;
+    uint8_t *keep; /* without want: everything received goes here */
+    size_t keep_cap;
+    /* A slow reader: after each rx_burst bytes, nothing is read for
+     * rx_pause_ms. 0: read whenever there is something. */
+    size_t rx_burst, burst_got;
+    int rx_pause_ms;
+    uint64_t rx_resume_ms;
+    size_t bad_at; /* offset of the first wrong (or extra) byte; SIZE_MAX: none */
+    int err;       /* -errno of a failed send/recv */
+};
+
+/* Peak RSS of a daemon, sampled at most every 10 ms while pumping. */
+struct rss_watch {
+    const struct daemon *d;
+    long base_kb, peak_kb;
+    uint64_t next_ms;
+};
+
+/* Zero *p and set it up to send tx and expect want (either may be NULL
+ * with length 0). Nothing is sent or read until a pump. */
+void io_peer_init(struct io_peer *p, const char *name, int fd, const uint8_t *tx,
+                  size_t tx_len, const uint8_t *want, size_t want_len);
+/* Whether p is done: an error, a wrong byte or EOF; or (without keep)
+ * everything sent (and shut down when shut_wr) and everything expected
+ * received, when no EOF is wanted. */
+bool io_peer_finished(const struct io_peer *p);
+/* Send what the kernel takes now, in pieces of at most 256 KiB, never
+ * blocking; then shutdown(SHUT_WR) when shut_wr and all is sent. Returns
+ * the bytes sent by this call. */
+size_t io_peer_send(struct io_peer *p);
+/* Read what is there now (within a slow reader's budget), never blocking,
+ * and check it against want (or store it in keep). */
+void io_peer_recv(struct io_peer *p);
+/* Drive every peer (send and receive at once, poll steps of 10 ms) until
+ * each has finished or timeout_ms passes; samples w (may be NULL) on the
+ * way. Returns the number of peers that finished. */
+size_t io_pump(struct io_peer *ps, size_t n, int timeout_ms, struct rss_watch *w);
+/* Send without reading until everything is sent, the kernel has taken
+ * nothing for stall_ms, or timeout_ms passes (poll steps of 20 ms);
+ * samples w (may be NULL). Returns p->sent. */
+size_t io_pump_send_only(struct io_peer *p, int stall_ms, int timeout_ms,
+                         struct rss_watch *w);
+/* Fail the test (Check) unless p sent everything without error, got every
+ * expected byte right, and (with want_eof) saw EOF after the last. */
+void io_peer_assert_ok(const struct io_peer *p);
+
+/* Start watching d: base and peak are its RSS now, which must be known
+ * (fails the test otherwise). */
+void rss_watch_begin(struct rss_watch *w, const struct daemon *d);
+/* Raise w's peak to d's RSS now, unless sampled less than 10 ms ago (or w
+ * is NULL). */
+void rss_watch_sample(struct rss_watch *w);
+
 /* ---- /proc views of a process (pid 0: this process) ---- */
 
 /* Open descriptors of pid (for pid 0, not counting the one used to look). */

@@ -16,7 +16,7 @@
  *
  * The proxy's upstream is either a second connd serving echo (U) or a
  * socket the test owns, so it can read slowly, half-close or never answer.
- * Client and upstream I/O is non-blocking and poll-driven (pump()), so no
+ * Client and upstream I/O is non-blocking and poll-driven (io_pump()), so no
  * test can deadlock on full socket buffers, and every wait has a deadline.
  */
 #include "harness.h"
@@ -36,22 +36,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-/* ASan's shadow memory and quarantine inflate the daemon's RSS, so allow
- * more under ASan (the daemon is built with the same flags as this test). */
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
-#define KiB ((size_t)1024)
-#define MiB (1024 * KiB)
 
 #define FLOOD_BYTES (64 * MiB)
 /* Under ASan freed write buffers stay resident in its quarantine, so RSS
@@ -188,20 +172,6 @@ static void stop_clean(struct daemon *d)
                   "sanitizer report in connd's log:\n%s", log_tail(d));
 }
 
-/* Wait until needle occurs at least `count` times in the whole log. */
-static bool wait_log_count(struct daemon *d, const char *needle, int count,
-                           int timeout_ms)
-{
-    uint64_t end = now_ms() + (uint64_t)timeout_ms;
-
-    while (daemon_count_log(d, needle) < count) {
-        if (now_ms() >= end || d->err_fd < 0)
-            return daemon_count_log(d, needle) >= count;
-        daemon_drain_log(d, 50);
-    }
-    return true;
-}
-
 /* Wait for a log line containing the printf'd needle, anywhere in the log. */
 __attribute__((format(printf, 3, 4))) static bool
 wait_logf(struct daemon *d, int timeout_ms, const char *fmt, ...)
@@ -212,7 +182,7 @@ wait_logf(struct daemon *d, int timeout_ms, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(needle, sizeof(needle), fmt, ap);
     va_end(ap);
-    return wait_log_count(d, needle, 1, timeout_ms);
+    return daemon_wait_log_count(d, needle, 1, timeout_ms);
 }
 
 /* Whether the first log line containing needle also contains what. */
@@ -233,15 +203,6 @@ static bool line_has(const struct daemon *d, const char *needle, const char *wha
     return false;
 }
 
-static uint8_t *random_bytes(size_t len, uint64_t seed)
-{
-    uint8_t *p = malloc(len ? len : 1);
-
-    ck_assert_ptr_nonnull(p);
-    fill_random(p, len, seed);
-    return p;
-}
-
 /* ---- sockets ------------------------------------------------------------ */
 
 static void set_nonblock(int fd)
@@ -258,14 +219,6 @@ static int client(int port)
     ck_assert_int_eq(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
     set_nonblock(fd);
     return fd;
-}
-
-/* Lock the socket's buffers small, so the kernel cannot absorb a test's
- * whole payload and hide what the daemon does. */
-static void small_buffers(int fd, int bytes)
-{
-    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes)), 0);
-    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes)), 0);
 }
 
 static int bound_port(int fd)
@@ -296,7 +249,7 @@ static int upstream_listen(int backlog, int buffers, int *port)
     int fd = bind_loopback();
 
     if (buffers)
-        small_buffers(fd, buffers);
+        tcp_small_buffers(fd, buffers);
     ck_assert_int_eq(listen(fd, backlog), 0);
     *port = bound_port(fd);
     return fd;
@@ -323,163 +276,7 @@ static int dead_port(void)
     return port;
 }
 
-/* ---- peers: poll-driven endpoints that check what arrives --------------- */
-
-struct peer {
-    const char *name; /* for messages */
-    int fd;
-    const uint8_t *tx; /* bytes to send; borrowed */
-    size_t tx_len, sent;
-    bool shut_wr; /* shutdown(SHUT_WR) once everything is sent */
-    bool shut_done;
-    const uint8_t *want; /* bytes expected, in order; borrowed */
-    size_t want_len, got;
-    bool want_eof; /* EOF must follow the last expected byte */
-    bool eof;
-    uint8_t *keep; /* without want: everything received goes here */
-    size_t keep_cap;
-    /* A slow reader: after each rx_burst bytes, nothing is read for
-     * rx_pause_ms. 0: read whenever there is something. */
-    size_t rx_burst, burst_got;
-    int rx_pause_ms;
-    uint64_t rx_resume_ms;
-    size_t bad_at; /* offset of the first wrong (or extra) byte; SIZE_MAX: none */
-    int err;       /* -errno of a failed send/recv */
-};
-
-static void peer_init(struct peer *p, const char *name, int fd, const uint8_t *tx,
-                      size_t tx_len, const uint8_t *want, size_t want_len)
-{
-    memset(p, 0, sizeof(*p));
-    p->name = name;
-    p->fd = fd;
-    p->tx = tx;
-    p->tx_len = tx_len;
-    p->want = want;
-    p->want_len = want_len;
-    p->bad_at = SIZE_MAX;
-}
-
-static bool peer_finished(const struct peer *p)
-{
-    if (p->err || p->bad_at != SIZE_MAX || p->eof)
-        return true;
-    return !p->keep && p->got == p->want_len && p->sent == p->tx_len && !p->want_eof &&
-           (!p->shut_wr || p->shut_done);
-}
-
-static bool peer_may_read(const struct peer *p)
-{
-    return now_ms() >= p->rx_resume_ms;
-}
-
-/* Send what the kernel takes now; returns the bytes sent. */
-static size_t peer_send(struct peer *p)
-{
-    size_t before = p->sent;
-
-    while (p->sent < p->tx_len && !p->err) {
-        size_t n = p->tx_len - p->sent;
-        ssize_t r = send(p->fd, p->tx + p->sent, n > 256 * KiB ? 256 * KiB : n,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                p->err = -errno;
-            break;
-        }
-        p->sent += (size_t)r;
-    }
-    if (p->sent == p->tx_len && p->shut_wr && !p->shut_done && !p->err) {
-        if (shutdown(p->fd, SHUT_WR) < 0)
-            p->err = -errno;
-        p->shut_done = true;
-    }
-    return p->sent - before;
-}
-
-/* Take n received bytes: compare them with want, or keep them. */
-static void peer_take(struct peer *p, const uint8_t *buf, size_t n)
-{
-    if (p->keep) {
-        if (p->got + n > p->keep_cap) {
-            p->bad_at = p->got + n; /* more than could ever have been sent */
-            return;
-        }
-        memcpy(p->keep + p->got, buf, n);
-    } else {
-        size_t ok = p->want_len - p->got;
-        if (ok > n)
-            ok = n;
-        for (size_t i = 0; i < ok; i++)
-            if (buf[i] != p->want[p->got + i]) {
-                p->bad_at = p->got + i;
-                return;
-            }
-        if (ok < n) {
-            p->bad_at = p->want_len; /* more than expected arrived */
-            return;
-        }
-    }
-    p->got += n;
-}
-
-/* Read what is there (within the slow reader's budget). */
-static void peer_recv(struct peer *p)
-{
-    static uint8_t buf[256 * KiB];
-
-    while (!p->err && !p->eof && p->bad_at == SIZE_MAX && peer_may_read(p)) {
-        size_t room = sizeof(buf);
-        if (p->rx_burst && p->rx_burst - p->burst_got < room)
-            room = p->rx_burst - p->burst_got;
-        ssize_t r = recv(p->fd, buf, room, MSG_DONTWAIT);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                p->err = -errno;
-            return;
-        }
-        if (r == 0) {
-            p->eof = true;
-            return;
-        }
-        peer_take(p, buf, (size_t)r);
-        if (p->rx_burst && (p->burst_got += (size_t)r) >= p->rx_burst) {
-            p->burst_got = 0;
-            p->rx_resume_ms = now_ms() + (uint64_t)p->rx_pause_ms;
-        }
-    }
-}
-
-/* Peak RSS of a daemon, sampled at most every 10 ms while pumping. */
-struct rss_watch {
-    const struct daemon *d;
-    long base_kb, peak_kb;
-    uint64_t next_ms;
-};
-
-static void rss_begin(struct rss_watch *w, const struct daemon *d)
-{
-    memset(w, 0, sizeof(*w));
-    w->d = d;
-    w->base_kb = w->peak_kb = daemon_rss_kb(d);
-    ck_assert_int_gt(w->base_kb, 0);
-}
-
-static void rss_sample(struct rss_watch *w)
-{
-    long kb;
-
-    if (!w || now_ms() < w->next_ms)
-        return;
-    w->next_ms = now_ms() + 10;
-    kb = daemon_rss_kb(w->d);
-    if (kb > w->peak_kb)
-        w->peak_kb = kb;
-}
+/* ---- peers: io_peers (harness.h) that check what arrives ---------------- */
 
 static void assert_rss_bounded(const struct rss_watch *w, const char *what)
 {
@@ -489,78 +286,14 @@ static void assert_rss_bounded(const struct rss_watch *w, const char *what)
                   what, w->peak_kb, w->base_kb, RSS_SLACK_KB);
 }
 
-/* Drive every peer (send and receive at once) until each has finished or
- * timeout_ms passes. Returns the number of peers that finished. */
-static size_t pump(struct peer *ps, size_t n, int timeout_ms, struct rss_watch *w)
-{
-    struct pollfd pfd[4];
-    size_t idx[4];
-    uint64_t end = now_ms() + (uint64_t)timeout_ms;
-    size_t finished = 0;
-
-    ck_assert_uint_le(n, 4);
-    for (;;) {
-        size_t k = 0;
-        finished = 0;
-        for (size_t i = 0; i < n; i++) {
-            short ev = 0;
-            if (peer_finished(&ps[i])) {
-                finished++;
-                continue;
-            }
-            if (peer_may_read(&ps[i]))
-                ev |= POLLIN;
-            if (ps[i].sent < ps[i].tx_len)
-                ev |= POLLOUT;
-            /* A paused reader with nothing to send waits for the clock. */
-            pfd[k].fd = ev ? ps[i].fd : -1;
-            pfd[k].events = ev;
-            pfd[k].revents = 0;
-            idx[k++] = i;
-        }
-        if (k == 0 || now_ms() >= end)
-            break;
-        rss_sample(w);
-        if (poll(pfd, k, 10) < 0 && errno != EINTR)
-            break;
-        for (size_t j = 0; j < k; j++) {
-            struct peer *p = &ps[idx[j]];
-            if (pfd[j].revents & POLLOUT)
-                peer_send(p);
-            if (pfd[j].revents & (POLLIN | POLLHUP | POLLERR))
-                peer_recv(p);
-        }
-    }
-    return finished;
-}
-
-/* Send without reading until everything is sent, the kernel has taken
- * nothing for stall_ms, or timeout_ms passes. Returns the bytes sent. */
-static size_t pump_send_only(struct peer *p, int stall_ms, int timeout_ms,
-                             struct rss_watch *w)
-{
-    uint64_t start = now_ms(), progress = start;
-
-    while (p->sent < p->tx_len && !p->err) {
-        struct pollfd pfd = {.fd = p->fd, .events = POLLOUT};
-        uint64_t now = now_ms();
-        if (now - progress >= (uint64_t)stall_ms || now - start >= (uint64_t)timeout_ms)
-            break;
-        rss_sample(w);
-        if (poll(&pfd, 1, 20) > 0 && peer_send(p) > 0)
-            progress = now_ms();
-    }
-    return p->sent;
-}
-
 /* Read (and send) until nothing has arrived for idle_ms, or timeout_ms. */
-static void pump_until_idle(struct peer *p, int idle_ms, int timeout_ms)
+static void pump_until_idle(struct io_peer *p, int idle_ms, int timeout_ms)
 {
     uint64_t start = now_ms(), last = start;
     size_t got = p->got;
 
-    while (!peer_finished(p) && now_ms() - start < (uint64_t)timeout_ms) {
-        pump(p, 1, 20, NULL);
+    while (!io_peer_finished(p) && now_ms() - start < (uint64_t)timeout_ms) {
+        io_pump(p, 1, 20, NULL);
         if (p->got != got || p->sent < p->tx_len) {
             got = p->got;
             last = now_ms();
@@ -570,28 +303,15 @@ static void pump_until_idle(struct peer *p, int idle_ms, int timeout_ms)
     }
 }
 
-static void assert_peer_ok(const struct peer *p)
-{
-    ck_assert_msg(p->err == 0, "%s: %s", p->name, strerror(-p->err));
-    ck_assert_msg(p->sent == p->tx_len, "%s: sent %zu of %zu bytes", p->name, p->sent,
-                  p->tx_len);
-    ck_assert_msg(p->bad_at == SIZE_MAX, "%s: wrong byte at offset %zu (of %zu expected)",
-                  p->name, p->bad_at, p->want_len);
-    ck_assert_msg(p->got == p->want_len, "%s: got %zu of %zu bytes%s", p->name, p->got,
-                  p->want_len, p->eof ? " before EOF" : "");
-    if (p->want_eof)
-        ck_assert_msg(p->eof, "%s: no EOF after the last byte", p->name);
-}
-
 /* Send msg (small) and expect want back, each within timeout_ms. */
 static void exchange(int fd, const void *msg, size_t len, const void *want,
                      size_t want_len, int timeout_ms)
 {
-    struct peer p;
+    struct io_peer p;
 
-    peer_init(&p, "client", fd, msg, len, want, want_len);
-    pump(&p, 1, timeout_ms, NULL);
-    assert_peer_ok(&p);
+    io_peer_init(&p, "client", fd, msg, len, want, want_len);
+    io_pump(&p, 1, timeout_ms, NULL);
+    io_peer_assert_ok(&p);
 }
 
 /* Send len bytes in pieces of 1..max_piece bytes (sizes from seed), with
@@ -730,19 +450,20 @@ START_TEST(test_proxy_relays_64mib_each_way_intact_through_echo)
     int port = start_proxy(start_echo_upstream(), "");
     uint8_t *data = random_bytes(FLOOD_BYTES, 1);
     uint64_t t0 = now_ms();
-    struct peer p;
+    struct io_peer p;
 
     /* Send and receive at once: 64 MiB out through proxy -> echo, the same
      * 64 MiB back through echo -> proxy. */
-    peer_init(&p, "client", client(port), data, FLOOD_BYTES, data, FLOOD_BYTES);
-    pump(&p, 1, UNDER_ASAN ? 60000 : 30000, NULL);
-    assert_peer_ok(&p);
+    io_peer_init(&p, "client", client(port), data, FLOOD_BYTES, data, FLOOD_BYTES);
+    io_pump(&p, 1, UNDER_ASAN ? 60000 : 30000, NULL);
+    io_peer_assert_ok(&p);
     fprintf(stderr, "proxy: 64 MiB each way in %llu ms\n",
             (unsigned long long)(now_ms() - t0));
     close(p.fd);
-    ck_assert_msg(wait_log_count(&D, ": closed (in 67108864, out 67108864)", 2, 5000),
-                  "both proxy connections should close having moved 64 MiB each way:\n%s",
-                  log_tail(&D));
+    ck_assert_msg(
+        daemon_wait_log_count(&D, ": closed (in 67108864, out 67108864)", 2, 5000),
+        "both proxy connections should close having moved 64 MiB each way:\n%s",
+        log_tail(&D));
     stop_clean(&D);
     stop_clean(&U);
     free(data);
@@ -754,18 +475,18 @@ START_TEST(test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_client
     int port = start_proxy(start_echo_upstream(), "");
     uint8_t *data = random_bytes(FLOOD_BYTES, 2);
     struct rss_watch w;
-    struct peer p;
+    struct io_peer p;
     size_t stalled_at;
 
-    peer_init(&p, "client", client(port), data, FLOOD_BYTES, data, FLOOD_BYTES);
-    small_buffers(p.fd, 128 * KiB);
+    io_peer_init(&p, "client", client(port), data, FLOOD_BYTES, data, FLOOD_BYTES);
+    tcp_small_buffers(p.fd, 128 * KiB);
     wait_upstream_connected();
-    rss_begin(&w, &D);
+    rss_watch_begin(&w, &D);
 
     /* Not reading at all: the echoed bytes back up into the proxy, which
      * must stop reading from echo, and echo from the proxy, and the proxy
      * from us: the kernel stops taking our bytes long before 64 MiB. */
-    stalled_at = pump_send_only(&p, 1000, 15000, &w);
+    stalled_at = io_pump_send_only(&p, 1000, 15000, &w);
     ck_assert_msg(p.err == 0, "send: %s", strerror(-p.err));
     ck_assert_msg(stalled_at < FLOOD_BYTES,
                   "all %zu bytes were taken from a client that does not read: no "
@@ -775,8 +496,8 @@ START_TEST(test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_client
     /* Then read slowly: 8 MiB, a 300 ms pause, and so on. */
     p.rx_burst = 8 * MiB;
     p.rx_pause_ms = 300;
-    pump(&p, 1, 60000, &w);
-    assert_peer_ok(&p);
+    io_pump(&p, 1, 60000, &w);
+    io_peer_assert_ok(&p);
     fprintf(stderr, "proxy slow client: stalled at %zu bytes\n", stalled_at);
     assert_rss_bounded(&w, "proxy slow client");
     close(p.fd);
@@ -792,19 +513,20 @@ START_TEST(test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_upstre
     int port = start_proxy(up_port, "");
     uint8_t *data = random_bytes(FLOOD_BYTES, 3);
     struct rss_watch w;
-    struct peer ps[2];
+    struct io_peer ps[2];
     size_t stalled_at;
 
-    peer_init(&ps[0], "client", client(port), data, FLOOD_BYTES, NULL, 0);
-    small_buffers(ps[0].fd, 128 * KiB);
-    peer_init(&ps[1], "upstream", upstream_accept(lfd, 5000), NULL, 0, data, FLOOD_BYTES);
+    io_peer_init(&ps[0], "client", client(port), data, FLOOD_BYTES, NULL, 0);
+    tcp_small_buffers(ps[0].fd, 128 * KiB);
+    io_peer_init(&ps[1], "upstream", upstream_accept(lfd, 5000), NULL, 0, data,
+                 FLOOD_BYTES);
     ps[0].shut_wr = true; /* our FIN reaches the upstream after the last byte */
     ps[1].want_eof = true;
     wait_upstream_connected();
-    rss_begin(&w, &D);
+    rss_watch_begin(&w, &D);
 
     /* The upstream reads nothing: the proxy must stop reading from us. */
-    stalled_at = pump_send_only(&ps[0], 1000, 15000, &w);
+    stalled_at = io_pump_send_only(&ps[0], 1000, 15000, &w);
     ck_assert_msg(ps[0].err == 0, "send: %s", strerror(-ps[0].err));
     ck_assert_msg(stalled_at < FLOOD_BYTES,
                   "all %zu bytes were taken while the upstream read nothing: no "
@@ -814,9 +536,9 @@ START_TEST(test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_upstre
     /* Then the upstream reads slowly while we send the rest. */
     ps[1].rx_burst = 8 * MiB;
     ps[1].rx_pause_ms = 300;
-    pump(ps, 2, 60000, &w);
-    assert_peer_ok(&ps[0]);
-    assert_peer_ok(&ps[1]);
+    io_pump(ps, 2, 60000, &w);
+    io_peer_assert_ok(&ps[0]);
+    io_peer_assert_ok(&ps[1]);
     fprintf(stderr, "proxy slow upstream: stalled at %zu bytes\n", stalled_at);
     assert_rss_bounded(&w, "proxy slow upstream");
     close(ps[0].fd);
@@ -832,16 +554,16 @@ START_TEST(test_proxy_passes_the_clients_half_close_after_every_echoed_byte)
     int port = start_proxy(start_echo_upstream(), "");
     size_t n = 4 * MiB;
     uint8_t *data = random_bytes(n, 4);
-    struct peer p;
+    struct io_peer p;
 
     /* Everything is sent, then our FIN: the bytes still come back, all of
      * them, and then EOF (client FIN -> upstream FIN -> echo closes -> FIN
      * back through the proxy). */
-    peer_init(&p, "client", client(port), data, n, data, n);
+    io_peer_init(&p, "client", client(port), data, n, data, n);
     p.shut_wr = true;
     p.want_eof = true;
-    pump(&p, 1, 20000, NULL);
-    assert_peer_ok(&p);
+    io_pump(&p, 1, 20000, NULL);
+    io_peer_assert_ok(&p);
     ck_assert(p.shut_done);
     close(p.fd);
     stop_clean(&D);
@@ -873,22 +595,22 @@ START_TEST(test_proxy_passes_the_clients_half_close_to_a_muted_echo_losing_nothi
 {
     int port = start_proxy(start_echo_upstream(), "");
     uint8_t *data = random_bytes(FLOOD_BYTES, 5);
-    struct peer p;
+    struct io_peer p;
     int ctl;
 
     /* The client sends without reading until echo upstream has muted
      * itself (the echoed bytes back up to it), then half-closes at once:
      * the FIN the proxy passes on reaches echo while it is muted, with
      * bytes still unread. Every byte must still come back, then EOF. */
-    peer_init(&p, "client", client(port), data, 0, data, 0);
-    small_buffers(p.fd, 128 * KiB);
+    io_peer_init(&p, "client", client(port), data, 0, data, 0);
+    tcp_small_buffers(p.fd, 128 * KiB);
     wait_upstream_connected();
     ctl = ctl_connect(&U);
     ck_assert_int_ge(ctl, 0);
     while (!upstream_echo_muted(ctl)) {
         ck_assert_msg(p.tx_len < FLOOD_BYTES, "echo upstream never muted itself");
         p.tx_len += 256 * KiB;
-        pump_send_only(&p, 2000, 5000, NULL);
+        io_pump_send_only(&p, 2000, 5000, NULL);
         ck_assert_msg(p.err == 0 && p.sent == p.tx_len,
                       "the proxy stopped taking bytes at %zu before echo muted itself",
                       p.sent);
@@ -898,12 +620,12 @@ START_TEST(test_proxy_passes_the_clients_half_close_to_a_muted_echo_losing_nothi
     p.shut_done = true;
     p.want_len = p.sent;
     p.want_eof = true;
-    pump(&p, 1, 30000, NULL);
+    io_pump(&p, 1, 30000, NULL);
     daemon_drain_log(&U, 100);
     ck_assert_msg(p.got == p.want_len,
                   "client: got %zu of %zu bytes%s; echo upstream's log:\n%s", p.got,
                   p.want_len, p.eof ? " before EOF" : "", log_tail(&U));
-    assert_peer_ok(&p);
+    io_peer_assert_ok(&p);
     close(p.fd);
     stop_clean(&D);
     stop_clean(&U);
@@ -918,33 +640,34 @@ START_TEST(test_proxy_passes_the_upstreams_half_close_and_still_relays_the_clien
     int up_port, lfd = upstream_listen(8, 0, &up_port);
     int port = start_proxy(up_port, "");
     int cfd = client(port), ufd = upstream_accept(lfd, 5000);
-    struct peer c, u;
+    struct io_peer c, u;
 
     wait_upstream_connected();
     /* The upstream answers and shuts its write side. */
-    peer_init(&u, "upstream", ufd, (const uint8_t *)response, strlen(response), NULL, 0);
+    io_peer_init(&u, "upstream", ufd, (const uint8_t *)response, strlen(response), NULL,
+                 0);
     u.shut_wr = true;
-    pump(&u, 1, 5000, NULL);
-    assert_peer_ok(&u);
+    io_pump(&u, 1, 5000, NULL);
+    io_peer_assert_ok(&u);
 
     /* The client gets the response, then EOF... */
-    peer_init(&c, "client", cfd, NULL, 0, (const uint8_t *)response, strlen(response));
+    io_peer_init(&c, "client", cfd, NULL, 0, (const uint8_t *)response, strlen(response));
     c.want_eof = true;
-    pump(&c, 1, 5000, NULL);
-    assert_peer_ok(&c);
+    io_pump(&c, 1, 5000, NULL);
+    io_peer_assert_ok(&c);
 
     /* ...and what it writes afterwards still reaches the upstream, with
      * its FIN after it. */
-    peer_init(&c, "client", cfd, (const uint8_t *)later, strlen(later), NULL, 0);
+    io_peer_init(&c, "client", cfd, (const uint8_t *)later, strlen(later), NULL, 0);
     c.shut_wr = true;
-    peer_init(&u, "upstream", ufd, NULL, 0, (const uint8_t *)later, strlen(later));
+    io_peer_init(&u, "upstream", ufd, NULL, 0, (const uint8_t *)later, strlen(later));
     u.want_eof = true;
-    struct peer both[2] = {c, u};
-    pump(both, 2, 5000, NULL);
-    assert_peer_ok(&both[0]);
-    assert_peer_ok(&both[1]);
+    struct io_peer both[2] = {c, u};
+    io_pump(both, 2, 5000, NULL);
+    io_peer_assert_ok(&both[0]);
+    io_peer_assert_ok(&both[1]);
     ck_assert_msg(
-        wait_log_count(&D, ": closed (in ", 2, 5000),
+        daemon_wait_log_count(&D, ": closed (in ", 2, 5000),
         "both proxy connections should close once both directions are done:\n%s",
         log_tail(&D));
     ck_assert_msg(!strstr(D.log, "aborted") && !strstr(D.log, "reset"),
@@ -973,9 +696,10 @@ START_TEST(test_proxy_closes_the_client_and_logs_when_the_upstream_is_down)
     ck_assert_msg(!line_has(&D, "unreachable", " debug: "),
                   "the unreachable upstream is logged at debug level only:\n%s",
                   log_tail(&D));
-    ck_assert_msg(wait_log_count(&D, ": connect failed:", 1, 2000), "%s", log_tail(&D));
+    ck_assert_msg(daemon_wait_log_count(&D, ": connect failed:", 1, 2000), "%s",
+                  log_tail(&D));
     close(fd);
-    ck_assert_msg(wait_log_count(&D, ": closed (in ", 2, 3000),
+    ck_assert_msg(daemon_wait_log_count(&D, ": closed (in ", 2, 3000),
                   "client and upstream attempt should both be closed:\n%s", log_tail(&D));
     stop_clean(&D);
 }
@@ -1011,7 +735,7 @@ START_TEST(test_proxy_closes_the_client_after_connect_timeout_on_a_silent_upstre
                   (unsigned long long)took, log_tail(&D));
     ck_assert_msg(wait_logf(&D, 2000, "upstream 127.0.0.1:%d unreachable", up_port),
                   "no line naming the unreachable upstream:\n%s", log_tail(&D));
-    ck_assert_msg(wait_log_count(&D, "timed out after 500 ms", 1, 2000), "%s",
+    ck_assert_msg(daemon_wait_log_count(&D, "timed out after 500 ms", 1, 2000), "%s",
                   log_tail(&D));
     close(fd);
     close(fill[0]);
@@ -1097,7 +821,7 @@ static void frames_exchange(int fd, const uint32_t *lens, size_t n, uint64_t see
 static void assert_closed_with_reason(int fd, const char *reason)
 {
     assert_closed(fd, 3000, false, &D);
-    ck_assert_msg(wait_log_count(&D, reason, 1, 2000), "no \"%s\" in the log:\n%s",
+    ck_assert_msg(daemon_wait_log_count(&D, reason, 1, 2000), "no \"%s\" in the log:\n%s",
                   reason, log_tail(&D));
 }
 
@@ -1106,15 +830,15 @@ START_TEST(test_framing_answers_a_frame_sent_byte_by_byte)
     int fd = client(start(&D, "f", FRAMING_CFG));
     static const uint32_t lens[] = {300};
     struct frames f;
-    struct peer p;
+    struct io_peer p;
 
     /* Every byte its own segment (NODELAY and a pause): the header and the
      * payload each arrive in many reads. */
     frames_build(&f, lens, 1, 10);
     send_in_pieces(fd, f.req, f.len, 1, 1000, 0);
-    peer_init(&p, "client", fd, NULL, 0, f.reply, f.len);
-    pump(&p, 1, 5000, NULL);
-    assert_peer_ok(&p);
+    io_peer_init(&p, "client", fd, NULL, 0, f.reply, f.len);
+    io_pump(&p, 1, 5000, NULL);
+    io_peer_assert_ok(&p);
     /* The connection is still in step: the next frame is answered. */
     frames_exchange(fd, (const uint32_t[]){5}, 1, 11);
     frames_free(&f);
@@ -1128,13 +852,13 @@ START_TEST(test_framing_reassembles_frames_split_across_many_small_writes)
     int fd = client(start(&D, "f", FRAMING_CFG));
     static const uint32_t lens[] = {1, 17, 0, 1024, 3, 500, 0, 64, 1023, 2, 999, 4};
     struct frames f;
-    struct peer p;
+    struct io_peer p;
 
     frames_build(&f, lens, sizeof(lens) / sizeof(lens[0]), 20);
     send_in_pieces(fd, f.req, f.len, 13, 200, 21);
-    peer_init(&p, "client", fd, NULL, 0, f.reply, f.len);
-    pump(&p, 1, 5000, NULL);
-    assert_peer_ok(&p);
+    io_peer_init(&p, "client", fd, NULL, 0, f.reply, f.len);
+    io_pump(&p, 1, 5000, NULL);
+    io_peer_assert_ok(&p);
     frames_free(&f);
     close(fd);
     stop_clean(&D);
@@ -1147,14 +871,14 @@ START_TEST(test_framing_answers_coalesced_frames_in_order_from_one_write)
     static const uint32_t lens[] = {10, 0, 1024, 1, 0, 0, 333, 7, 1024, 12, 100, 5, 6};
     struct frames f;
     ssize_t r;
-    struct peer p;
+    struct io_peer p;
 
     frames_build(&f, lens, sizeof(lens) / sizeof(lens[0]), 30);
     r = send(fd, f.req, f.len, MSG_NOSIGNAL);
     ck_assert_msg(r == (ssize_t)f.len, "one write of %zu bytes took %zd", f.len, r);
-    peer_init(&p, "client", fd, NULL, 0, f.reply, f.len);
-    pump(&p, 1, 5000, NULL);
-    assert_peer_ok(&p);
+    io_peer_init(&p, "client", fd, NULL, 0, f.reply, f.len);
+    io_pump(&p, 1, 5000, NULL);
+    io_peer_assert_ok(&p);
     frames_free(&f);
     close(fd);
     stop_clean(&D);
@@ -1272,9 +996,9 @@ START_TEST(test_hello_closes_when_the_next_plugin_does_not_exist)
      * then EOF. */
     exchange(fd, NULL, 0, GREETING, strlen(GREETING), 5000);
     assert_closed(fd, 3000, false, &D);
-    ck_assert_msg(wait_log_count(&D, "hello: no plugin \"nosuch\"", 1, 2000), "%s",
+    ck_assert_msg(daemon_wait_log_count(&D, "hello: no plugin \"nosuch\"", 1, 2000), "%s",
                   log_tail(&D));
-    ck_assert_msg(wait_log_count(&D, "hello: hand-over failed", 1, 2000), "%s",
+    ck_assert_msg(daemon_wait_log_count(&D, "hello: hand-over failed", 1, 2000), "%s",
                   log_tail(&D));
     close(fd);
     stop_clean(&D);
@@ -1305,11 +1029,11 @@ START_TEST(test_shed_drops_what_a_slow_reader_cannot_take_and_counts_it)
     json_int_t id, dropped, received;
     json_t *show, *info;
     char line[96];
-    struct peer p;
+    struct io_peer p;
 
     ck_assert_ptr_nonnull(back);
-    peer_init(&p, "client", client(port), data, SHED_BYTES, NULL, 0);
-    small_buffers(p.fd, 64 * KiB);
+    io_peer_init(&p, "client", client(port), data, SHED_BYTES, NULL, 0);
+    tcp_small_buffers(p.fd, 64 * KiB);
     p.keep = back;
     p.keep_cap = SHED_BYTES;
     ck_assert_msg(daemon_wait_log(&D, "accepted on s", 5000), "%s", log_tail(&D));
@@ -1318,7 +1042,7 @@ START_TEST(test_shed_drops_what_a_slow_reader_cannot_take_and_counts_it)
     /* Send everything without reading: shed never stops reading, so the
      * kernel takes it all, and what cannot be queued past the watermark is
      * dropped. */
-    pump_send_only(&p, 3000, 20000, NULL);
+    io_pump_send_only(&p, 3000, 20000, NULL);
     ck_assert_msg(p.err == 0 && p.sent == SHED_BYTES,
                   "sent %zu of %zu bytes to shed (%s): it should never push back", p.sent,
                   SHED_BYTES, strerror(-p.err));
@@ -1362,8 +1086,8 @@ START_TEST(test_shed_drops_what_a_slow_reader_cannot_take_and_counts_it)
 
     close(p.fd);
     snprintf(line, sizeof(line), "shed: dropped %lld bytes", (long long)dropped);
-    ck_assert_msg(wait_log_count(&D, line, 1, 3000), "no \"%s\" on close:\n%s", line,
-                  log_tail(&D));
+    ck_assert_msg(daemon_wait_log_count(&D, line, 1, 3000), "no \"%s\" on close:\n%s",
+                  line, log_tail(&D));
     stop_clean(&D);
     free(data);
     free(back);

@@ -6,7 +6,7 @@
  * "limit" that a listener at its limit holds new clients until one closes,
  * "shutdown" that SIGTERM drains queued bytes and that its deadline holds.
  *
- * Client I/O is non-blocking and poll-driven (pump()), so a test cannot
+ * Client I/O is non-blocking and poll-driven (io_pump()), so a test cannot
  * deadlock on full socket buffers, and every wait has a deadline.
  */
 #include "harness.h"
@@ -14,29 +14,12 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-/* ASan's shadow memory and quarantine inflate the daemon's RSS, so allow
- * more under ASan (the daemon is built with the same flags as this test). */
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
-#define KiB ((size_t)1024)
-#define MiB (1024 * KiB)
 
 /* ---- configs ------------------------------------------------------------ */
 
@@ -92,37 +75,6 @@ static int client(const char *host, int port)
     return fd;
 }
 
-/* Lock the socket's buffers small, so the kernel cannot absorb a test's
- * whole payload and hide what the daemon does. */
-static void small_buffers(int fd, int bytes)
-{
-    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes)), 0);
-    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes)), 0);
-}
-
-/* Wait until needle occurs at least `count` times in the whole log. */
-static bool wait_log_count(struct daemon *d, const char *needle, int count,
-                           int timeout_ms)
-{
-    uint64_t end = now_ms() + (uint64_t)timeout_ms;
-
-    while (daemon_count_log(d, needle) < count) {
-        if (now_ms() >= end || d->err_fd < 0)
-            return daemon_count_log(d, needle) >= count;
-        daemon_drain_log(d, 50);
-    }
-    return true;
-}
-
-static uint8_t *random_bytes(size_t len, uint64_t seed)
-{
-    uint8_t *p = malloc(len);
-
-    ck_assert_ptr_nonnull(p);
-    fill_random(p, len, seed);
-    return p;
-}
-
 /* The greeting testplug writes: byte i is i % 251. */
 static uint8_t *pattern_bytes(size_t len)
 {
@@ -134,202 +86,17 @@ static uint8_t *pattern_bytes(size_t len)
     return p;
 }
 
-/* ---- peers: poll-driven clients that check what comes back -------------- */
-
-struct peer {
-    int fd;
-    const uint8_t *tx; /* bytes to send; borrowed */
-    size_t tx_len, sent;
-    bool shut_wr; /* shutdown(SHUT_WR) once everything is sent */
-    bool shut_done;
-    const uint8_t *want; /* bytes expected back, in order; borrowed */
-    size_t want_len, got;
-    bool want_eof; /* EOF must follow the last expected byte */
-    bool eof;
-    size_t bad_at; /* offset of the first wrong (or extra) byte; SIZE_MAX: none */
-    int err;       /* -errno of a failed send/recv */
-};
-
-static void peer_init(struct peer *p, int fd, const uint8_t *tx, size_t tx_len,
-                      const uint8_t *want, size_t want_len)
-{
-    memset(p, 0, sizeof(*p));
-    p->fd = fd;
-    p->tx = tx;
-    p->tx_len = tx_len;
-    p->want = want;
-    p->want_len = want_len;
-    p->bad_at = SIZE_MAX;
-}
-
-static bool peer_finished(const struct peer *p)
-{
-    if (p->err || p->bad_at != SIZE_MAX || p->eof)
-        return true;
-    return p->got == p->want_len && p->sent == p->tx_len && !p->want_eof;
-}
-
-/* Send what the kernel takes now; returns the bytes sent. */
-static size_t peer_send(struct peer *p)
-{
-    size_t before = p->sent;
-
-    while (p->sent < p->tx_len && !p->err) {
-        size_t n = p->tx_len - p->sent;
-        ssize_t r = send(p->fd, p->tx + p->sent, n > 256 * KiB ? 256 * KiB : n,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                p->err = -errno;
-            break;
-        }
-        p->sent += (size_t)r;
-    }
-    if (p->sent == p->tx_len && p->shut_wr && !p->shut_done && !p->err) {
-        if (shutdown(p->fd, SHUT_WR) < 0)
-            p->err = -errno;
-        p->shut_done = true;
-    }
-    return p->sent - before;
-}
-
-/* Read what is there and compare it with the expected bytes. */
-static void peer_recv(struct peer *p)
-{
-    static uint8_t buf[256 * KiB];
-
-    while (!p->err && !p->eof && p->bad_at == SIZE_MAX) {
-        ssize_t r = recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                p->err = -errno;
-            return;
-        }
-        if (r == 0) {
-            p->eof = true;
-            return;
-        }
-        size_t n = (size_t)r, ok = p->want_len - p->got;
-        if (ok > n)
-            ok = n;
-        for (size_t i = 0; i < ok; i++)
-            if (buf[i] != p->want[p->got + i]) {
-                p->bad_at = p->got + i;
-                return;
-            }
-        if (ok < n) {
-            p->bad_at = p->want_len; /* more than expected came back */
-            return;
-        }
-        p->got += n;
-    }
-}
-
-/* Peak RSS of the daemon, sampled at most every 10 ms while pumping. */
-struct rss_watch {
-    const struct daemon *d;
-    long peak_kb;
-    uint64_t next_ms;
-};
-
-static void rss_sample(struct rss_watch *w)
-{
-    long kb;
-
-    if (!w || now_ms() < w->next_ms)
-        return;
-    w->next_ms = now_ms() + 10;
-    kb = daemon_rss_kb(w->d);
-    if (kb > w->peak_kb)
-        w->peak_kb = kb;
-}
-
-/* Drive every peer (send and receive at once) until each has finished or
- * timeout_ms passes. Returns the number of peers that finished. */
-static size_t pump(struct peer *ps, size_t n, int timeout_ms, struct rss_watch *w)
-{
-    struct pollfd *pfd = calloc(n, sizeof(*pfd));
-    size_t *idx = calloc(n, sizeof(*idx));
-    uint64_t end = now_ms() + (uint64_t)timeout_ms;
-    size_t finished = 0;
-
-    ck_assert(pfd && idx);
-    for (;;) {
-        size_t k = 0;
-        finished = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (peer_finished(&ps[i])) {
-                finished++;
-                continue;
-            }
-            pfd[k].fd = ps[i].fd;
-            pfd[k].events = POLLIN | (ps[i].sent < ps[i].tx_len ? POLLOUT : 0);
-            pfd[k].revents = 0;
-            idx[k++] = i;
-        }
-        if (k == 0 || now_ms() >= end)
-            break;
-        rss_sample(w);
-        if (poll(pfd, k, 20) < 0 && errno != EINTR)
-            break;
-        for (size_t j = 0; j < k; j++) {
-            struct peer *p = &ps[idx[j]];
-            if (pfd[j].revents & POLLOUT)
-                peer_send(p);
-            if (pfd[j].revents & (POLLIN | POLLHUP | POLLERR))
-                peer_recv(p);
-        }
-    }
-    free(pfd);
-    free(idx);
-    return finished;
-}
-
-/* Send without reading until everything is sent, the kernel has taken
- * nothing for stall_ms, or timeout_ms passes. Returns the bytes sent. */
-static size_t pump_send_only(struct peer *p, int stall_ms, int timeout_ms,
-                             struct rss_watch *w)
-{
-    uint64_t start = now_ms(), progress = start;
-
-    while (p->sent < p->tx_len && !p->err) {
-        struct pollfd pfd = {.fd = p->fd, .events = POLLOUT};
-        uint64_t now = now_ms();
-        if (now - progress >= (uint64_t)stall_ms || now - start >= (uint64_t)timeout_ms)
-            break;
-        rss_sample(w);
-        if (poll(&pfd, 1, 20) > 0 && peer_send(p) > 0)
-            progress = now_ms();
-    }
-    return p->sent;
-}
-
-static void assert_peer_ok(const struct peer *p, size_t i)
-{
-    ck_assert_msg(p->err == 0, "peer %zu: %s", i, strerror(-p->err));
-    ck_assert_msg(p->sent == p->tx_len, "peer %zu: sent %zu of %zu bytes", i, p->sent,
-                  p->tx_len);
-    ck_assert_msg(p->bad_at == SIZE_MAX, "peer %zu: wrong byte at offset %zu", i,
-                  p->bad_at);
-    ck_assert_msg(p->got == p->want_len, "peer %zu: got %zu of %zu bytes back%s", i,
-                  p->got, p->want_len, p->eof ? " before EOF" : "");
-    if (p->want_eof)
-        ck_assert_msg(p->eof, "peer %zu: no EOF after the last byte", i);
-}
+/* ---- clients: io_peers (harness.h) that check what comes back ---------- */
 
 /* Echo len random bytes over one connection to host:port and check them. */
 static void echo_roundtrip(const char *host, int port, size_t len, uint64_t seed)
 {
     uint8_t *data = random_bytes(len, seed);
-    struct peer p;
+    struct io_peer p;
 
-    peer_init(&p, client(host, port), data, len, data, len);
-    pump(&p, 1, 20000, NULL);
-    assert_peer_ok(&p, 0);
+    io_peer_init(&p, "client", client(host, port), data, len, data, len);
+    io_pump(&p, 1, 20000, NULL);
+    io_peer_assert_ok(&p);
     close(p.fd);
     free(data);
 }
@@ -337,21 +104,21 @@ static void echo_roundtrip(const char *host, int port, size_t len, uint64_t seed
 /* Blocking-style small exchange on a non-blocking socket, bounded. */
 static void send_small(int fd, const char *msg)
 {
-    struct peer p;
+    struct io_peer p;
 
-    peer_init(&p, fd, (const uint8_t *)msg, strlen(msg), NULL, 0);
-    pump(&p, 1, 5000, NULL);
+    io_peer_init(&p, "client", fd, (const uint8_t *)msg, strlen(msg), NULL, 0);
+    io_pump(&p, 1, 5000, NULL);
     ck_assert_msg(p.err == 0 && p.sent == p.tx_len, "send \"%s\": %s", msg,
                   strerror(-p.err));
 }
 
 static void expect_small(int fd, const char *msg, int timeout_ms)
 {
-    struct peer p;
+    struct io_peer p;
 
-    peer_init(&p, fd, NULL, 0, (const uint8_t *)msg, strlen(msg));
-    pump(&p, 1, timeout_ms, NULL);
-    assert_peer_ok(&p, 0);
+    io_peer_init(&p, "client", fd, NULL, 0, (const uint8_t *)msg, strlen(msg));
+    io_pump(&p, 1, timeout_ms, NULL);
+    io_peer_assert_ok(&p);
 }
 
 /* A client of listener g whose small buffers keep most of the greeting
@@ -360,7 +127,7 @@ static int greeted_client(void)
 {
     int fd = client("127.0.0.1", daemon_port(&D, "g"));
 
-    small_buffers(fd, 64 * KiB);
+    tcp_small_buffers(fd, 64 * KiB);
     ck_assert_msg(daemon_wait_log(&D, "greet rc=0", 5000), "%s", D.log);
     return fd;
 }
@@ -381,8 +148,9 @@ END_TEST
 START_TEST(test_echo_serves_200_concurrent_clients_and_logs_each_close)
 {
     int port = start(ECHO_CFG("127.0.0.1", ""), "e");
-    struct peer *ps = calloc(N_CLIENTS, sizeof(*ps));
+    struct io_peer *ps = calloc(N_CLIENTS, sizeof(*ps));
     uint8_t *data = malloc(N_CLIENTS * CLIENT_BYTES);
+    static char names[N_CLIENTS][16];
     char closed_line[64];
     size_t done;
 
@@ -390,12 +158,13 @@ START_TEST(test_echo_serves_200_concurrent_clients_and_logs_each_close)
     for (size_t i = 0; i < N_CLIENTS; i++) {
         uint8_t *mine = data + i * CLIENT_BYTES;
         fill_random(mine, CLIENT_BYTES, 1000 + i);
-        peer_init(&ps[i], client("127.0.0.1", port), mine, CLIENT_BYTES, mine,
-                  CLIENT_BYTES);
+        snprintf(names[i], sizeof(names[i]), "peer %zu", i);
+        io_peer_init(&ps[i], names[i], client("127.0.0.1", port), mine, CLIENT_BYTES,
+                     mine, CLIENT_BYTES);
     }
-    done = pump(ps, N_CLIENTS, 30000, NULL);
+    done = io_pump(ps, N_CLIENTS, 30000, NULL);
     for (size_t i = 0; i < N_CLIENTS; i++)
-        assert_peer_ok(&ps[i], i);
+        io_peer_assert_ok(&ps[i]);
     ck_assert_uint_eq(done, N_CLIENTS);
     for (size_t i = 0; i < N_CLIENTS; i++)
         close(ps[i].fd);
@@ -403,7 +172,7 @@ START_TEST(test_echo_serves_200_concurrent_clients_and_logs_each_close)
     /* Each connection ends with its byte counts once its client is gone. */
     snprintf(closed_line, sizeof(closed_line), ": closed (in %zu, out %zu)", CLIENT_BYTES,
              CLIENT_BYTES);
-    ck_assert_msg(wait_log_count(&D, closed_line, N_CLIENTS, 10000),
+    ck_assert_msg(daemon_wait_log_count(&D, closed_line, N_CLIENTS, 10000),
                   "%d of %d \"%s\" lines; \"closed (\" lines: %d",
                   daemon_count_log(&D, closed_line), N_CLIENTS, closed_line,
                   daemon_count_log(&D, ": closed ("));
@@ -426,13 +195,14 @@ START_TEST(test_echo_returns_everything_after_peer_half_closes)
 {
     int port = start(ECHO_CFG("127.0.0.1", ""), "e");
     uint8_t *data = random_bytes(100 * KiB, 7);
-    struct peer p;
+    struct io_peer p;
 
-    peer_init(&p, client("127.0.0.1", port), data, 100 * KiB, data, 100 * KiB);
+    io_peer_init(&p, "client", client("127.0.0.1", port), data, 100 * KiB, data,
+                 100 * KiB);
     p.shut_wr = true;
     p.want_eof = true;
-    pump(&p, 1, 10000, NULL);
-    assert_peer_ok(&p, 0);
+    io_pump(&p, 1, 10000, NULL);
+    io_peer_assert_ok(&p);
     ck_assert(p.shut_done);
     close(p.fd);
     free(data);
@@ -442,17 +212,17 @@ END_TEST
 START_TEST(test_queued_bytes_all_arrive_after_peer_half_closes)
 {
     uint8_t *want = pattern_bytes(16 * MiB);
-    struct peer p;
+    struct io_peer p;
 
     /* 16 MiB is queued at accept and the client reads none of it before
      * its FIN: the daemon sees EOF with most of the greeting still queued. */
     start(GREET_CFG("10000", "16777216"), "g");
-    peer_init(&p, greeted_client(), NULL, 0, want, 16 * MiB);
+    io_peer_init(&p, "client", greeted_client(), NULL, 0, want, 16 * MiB);
     p.want_eof = true;
     ck_assert_int_eq(shutdown(p.fd, SHUT_WR), 0);
     ck_assert_msg(daemon_wait_log(&D, "closing: peer closed", 5000), "%s", D.log);
-    pump(&p, 1, 20000, NULL);
-    assert_peer_ok(&p, 0);
+    io_pump(&p, 1, 20000, NULL);
+    io_peer_assert_ok(&p);
     close(p.fd);
     free(want);
 }
@@ -471,21 +241,21 @@ START_TEST(test_echo_bounds_daemon_memory_against_a_client_that_never_reads)
 {
     int port = start(ECHO_CFG("127.0.0.1", ""), "e");
     uint8_t *data = random_bytes(FLOOD_BYTES, 3);
-    struct rss_watch w = {.d = &D};
-    struct peer p;
+    struct rss_watch w;
+    struct io_peer p;
     long base_kb;
     size_t stalled_at;
 
-    peer_init(&p, client("127.0.0.1", port), data, FLOOD_BYTES, data, FLOOD_BYTES);
-    small_buffers(p.fd, 128 * KiB);
+    io_peer_init(&p, "client", client("127.0.0.1", port), data, FLOOD_BYTES, data,
+                 FLOOD_BYTES);
+    tcp_small_buffers(p.fd, 128 * KiB);
     ck_assert_msg(daemon_wait_log(&D, "accepted on e", 5000), "%s", D.log);
-    base_kb = daemon_rss_kb(&D);
-    ck_assert_int_gt(base_kb, 0);
-    w.peak_kb = base_kb;
+    rss_watch_begin(&w, &D); /* asserts the RSS is known */
+    base_kb = w.base_kb;
 
     /* Never read: echo must mute itself once its queue passes the high
      * watermark, and then TCP pushes back on us long before 64 MiB. */
-    stalled_at = pump_send_only(&p, 1500, 12000, &w);
+    stalled_at = io_pump_send_only(&p, 1500, 12000, &w);
     ck_assert_msg(p.err == 0, "send: %s", strerror(-p.err));
     ck_assert_msg(stalled_at < FLOOD_BYTES,
                   "the kernel took all %zu bytes from a client that never reads: the "
@@ -493,8 +263,8 @@ START_TEST(test_echo_bounds_daemon_memory_against_a_client_that_never_reads)
                   stalled_at);
 
     /* Now read it all back while sending the rest. */
-    pump(&p, 1, 30000, &w);
-    assert_peer_ok(&p, 0);
+    io_pump(&p, 1, 30000, &w);
+    io_peer_assert_ok(&p);
     ck_assert_msg(w.peak_kb <= base_kb + RSS_SLACK_KB,
                   "daemon RSS peaked at %ld KiB, baseline %ld KiB (bound +%ld KiB); "
                   "stalled at %zu bytes",
@@ -538,18 +308,18 @@ END_TEST
 START_TEST(test_sigterm_drains_queued_greeting_then_exits_zero)
 {
     uint8_t *want = pattern_bytes(4 * MiB);
-    struct peer p;
+    struct io_peer p;
     uint64_t t0;
     int rc;
 
     start(GREET_CFG("10000", "4194304"), "g");
-    peer_init(&p, greeted_client(), NULL, 0, want, 4 * MiB);
+    io_peer_init(&p, "client", greeted_client(), NULL, 0, want, 4 * MiB);
     p.want_eof = true;
 
     t0 = now_ms();
     ck_assert_int_eq(kill(D.pid, SIGTERM), 0);
-    pump(&p, 1, 10000, NULL);
-    assert_peer_ok(&p, 0);
+    io_pump(&p, 1, 10000, NULL);
+    io_peer_assert_ok(&p);
     close(p.fd);
     rc = daemon_stop(&D, 0, 10000 - (int)(now_ms() - t0)); /* signal 0: only wait */
     ck_assert_msg(rc == 0, "exit %d after %llu ms; log:\n%s", rc,
