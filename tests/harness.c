@@ -18,6 +18,7 @@
 #include <string.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -81,13 +82,30 @@ static char *expand(const char *tmpl, const char *dir)
     return out;
 }
 
+int daemon_write_config(const struct daemon *d, const char *config_json)
+{
+    char *text = expand(config_json, d->dir);
+    FILE *f;
+    int rc = 0;
+
+    if (!(f = fopen(d->cfg_path, "w"))) {
+        rc = -errno;
+        free(text);
+        return rc;
+    }
+    if (fputs(text, f) < 0)
+        rc = -EIO;
+    if (fclose(f) != 0 && rc == 0)
+        rc = -errno;
+    free(text);
+    return rc;
+}
+
 int daemon_spawn(struct daemon *d, const char *config_json, const char *const *prefix,
                  const char *const *extra_args)
 {
     const char *argv[48], *wrapper;
     int pipefd[2], argc = 0;
-    char *text;
-    FILE *f;
 
     memset(d, 0, sizeof(*d));
     d->status = -1;
@@ -96,14 +114,8 @@ int daemon_spawn(struct daemon *d, const char *config_json, const char *const *p
     if (!mkdtemp(d->dir))
         return -1;
     snprintf(d->cfg_path, sizeof(d->cfg_path), "%s/connd.json", d->dir);
-    text = expand(config_json, d->dir);
-    if (!(f = fopen(d->cfg_path, "w"))) {
-        free(text);
+    if (daemon_write_config(d, config_json) < 0)
         return -1;
-    }
-    fputs(text, f);
-    fclose(f);
-    free(text);
     d->log_cap = 65536;
     d->log = calloc(1, d->log_cap);
 
@@ -749,6 +761,110 @@ json_t *ctl_callf(int fd, const char *fmt, ...)
     return reply;
 }
 
+/* Fail the flood with a message; returns false. */
+__attribute__((format(printf, 2, 3))) static bool flood_fail(struct ctl_flood *f,
+                                                             const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(f->error, sizeof(f->error), fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+/* Whether buf (one reply line) is the status reply to request `id` of d. */
+static bool flood_reply_ok(const struct daemon *d, const char *buf, int id)
+{
+    json_t *reply = json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
+    bool ok = reply && json_integer_value(json_object_get(reply, "id")) == id &&
+              json_integer_value(json_object_get(json_object_get(reply, "result"),
+                                                 "pid")) == d->pid;
+
+    json_decref(reply);
+    return ok;
+}
+
+static bool ctl_flood_run(struct daemon *d, int n, int timeout_ms, struct ctl_flood *f,
+                          struct pollfd *pfd, char (*buf)[512], size_t *len)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", d->ctl_path);
+    for (int i = 0; i < n; i++) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        char req[80];
+        int rl = snprintf(req, sizeof(req),
+                          "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"status\"}\n",
+                          i + 1);
+        if (fd < 0)
+            return flood_fail(f, "socket %d: %s", i, strerror(errno));
+        if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+            send(fd, req, (size_t)rl, MSG_NOSIGNAL) != rl) {
+            int e = errno;
+            close(fd);
+            if (e != EAGAIN && e != ECONNREFUSED && e != EPIPE && e != ECONNRESET)
+                return flood_fail(f, "client %d: %s", i, strerror(e));
+            f->refused++;
+            continue;
+        }
+        pfd[i].fd = fd;
+        pfd[i].events = POLLIN;
+        f->pending++;
+    }
+    for (uint64_t end = now_ms() + (uint64_t)timeout_ms; f->pending > 0 && now_ms() < end;) {
+        if (poll(pfd, (nfds_t)n, 200) < 0)
+            return flood_fail(f, "poll");
+        daemon_drain_log(d, 1); /* a debug line per client */
+        for (int i = 0; i < n; i++) {
+            ssize_t r;
+            if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            r = recv(pfd[i].fd, buf[i] + len[i], sizeof(buf[i]) - 1 - len[i], 0);
+            if (r > 0)
+                len[i] += (size_t)r;
+            if (r > 0 && !memchr(buf[i], '\n', len[i]) && len[i] < sizeof(buf[i]) - 1)
+                continue;
+            if (r > 0) {
+                buf[i][len[i]] = '\0';
+                if (!flood_reply_ok(d, buf[i], i + 1))
+                    return flood_fail(f, "client %d got %s", i, buf[i]);
+                f->answered++;
+            } else {
+                f->refused++; /* closed on it: allowed, as long as only it */
+            }
+            close(pfd[i].fd);
+            pfd[i].fd = -1;
+            f->pending--;
+        }
+    }
+    return true;
+}
+
+bool ctl_flood_status(struct daemon *d, int n, int timeout_ms, struct ctl_flood *f)
+{
+    struct pollfd *pfd = calloc((size_t)n, sizeof(*pfd));
+    char(*buf)[512] = calloc((size_t)n, sizeof(*buf));
+    size_t *len = calloc((size_t)n, sizeof(*len));
+    bool ok;
+
+    memset(f, 0, sizeof(*f));
+    if (!pfd || !buf || !len) {
+        ok = flood_fail(f, "out of memory");
+    } else {
+        for (int i = 0; i < n; i++)
+            pfd[i].fd = -1;
+        ok = ctl_flood_run(d, n, timeout_ms, f, pfd, buf, len);
+        for (int i = 0; i < n; i++)
+            if (pfd[i].fd >= 0)
+                close(pfd[i].fd);
+    }
+    free(pfd);
+    free(buf);
+    free(len);
+    return ok;
+}
+
 /* ---- /proc views of a process --------------------------------------------- */
 
 static void proc_path(char *buf, size_t len, pid_t pid, const char *what)
@@ -757,6 +873,32 @@ static void proc_path(char *buf, size_t len, pid_t pid, const char *what)
         snprintf(buf, len, "/proc/%d/%s", (int)pid, what);
     else
         snprintf(buf, len, "/proc/self/%s", what);
+}
+
+int proc_raise_fd_limit(rlim_t want)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return -errno;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            return -errno;
+    }
+    return 0;
+}
+
+int proc_set_fd_limit(pid_t pid, rlim_t n)
+{
+    struct rlimit rl;
+
+    if (prlimit(pid, RLIMIT_NOFILE, NULL, &rl) < 0)
+        return -errno;
+    rl.rlim_cur = n;
+    if (prlimit(pid, RLIMIT_NOFILE, &rl, NULL) < 0)
+        return -errno;
+    return 0;
 }
 
 int proc_fd_count(pid_t pid)

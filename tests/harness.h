@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 struct daemon {
@@ -43,6 +44,11 @@ int daemon_start_cmd(struct daemon *d, const char *config_json, const char *cons
  * daemon_wait_log(d, "notice: ready:", ms)). */
 int daemon_spawn(struct daemon *d, const char *config_json, const char *const *prefix,
                  const char *const *extra_args);
+
+/* (Re)write d->cfg_path from config_json, with the placeholders of
+ * daemon_start expanded ("@DIR@" is d->dir); a running daemon reads it on
+ * SIGHUP or daemon.reload. 0 or -errno. */
+int daemon_write_config(const struct daemon *d, const char *config_json);
 
 /* Run connd on config_json until it exits (timeout_ms bound); returns its
  * exit code (or -1 on timeout/signal); *log_out (if not NULL) is the log,
@@ -79,6 +85,25 @@ char *ctl_read_line(int fd, int timeout_ms);
 struct json_t *ctl_call(int fd, const char *request);
 /* As ctl_call, built from a printf format. */
 struct json_t *ctl_callf(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* What ctl_flood_status() saw. */
+struct ctl_flood {
+    int answered;    /* got the status reply for its own id, with d's pid */
+    int refused;     /* connect or send refused, or closed without a reply */
+    int pending;     /* got neither within the timeout */
+    char error[256]; /* why the flood stopped early (a client saw something
+                      * no client may see); "" when it ran to the end */
+};
+
+/* Open n non-blocking connections to d's control socket at once (n must
+ * fit under RLIMIT_NOFILE), each sending one {"method":"status"} request
+ * with id i+1, then poll them all (200 ms steps, reading d's log between
+ * them) until each has a whole reply line or is closed, for at most
+ * timeout_ms. A connect or send may fail only with EAGAIN, ECONNREFUSED,
+ * EPIPE or ECONNRESET, and a reply must be that client's status: anything
+ * else stops the flood with f->error set. Every connection is closed on
+ * return. Returns false when f->error is set. */
+bool ctl_flood_status(struct daemon *d, int n, int timeout_ms, struct ctl_flood *f);
 
 /* A connected blocking TCP socket to host:port (5 s connect bound), -1 on
  * failure. Reads and writes on it time out after 10 s. */
@@ -215,6 +240,12 @@ void rss_watch_sample(struct rss_watch *w);
 
 /* ---- /proc views of a process (pid 0: this process) ---- */
 
+/* Raise this process's RLIMIT_NOFILE soft limit to want (at most the hard
+ * limit) when it is lower; children started later inherit it. 0 or -errno. */
+int proc_raise_fd_limit(rlim_t want);
+/* Set pid's RLIMIT_NOFILE soft limit to n (prlimit(2), the hard limit is
+ * kept). 0 or -errno. */
+int proc_set_fd_limit(pid_t pid, rlim_t n);
 /* Open descriptors of pid (for pid 0, not counting the one used to look). */
 int proc_fd_count(pid_t pid);
 /* utime + stime of pid in clock ticks, or -1. */

@@ -121,14 +121,6 @@ static void set_nodelay(int fd)
     ck_assert_int_eq(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
 }
 
-/* Close fd so that the daemon gets a RST instead of a FIN. */
-static void close_reset(int fd)
-{
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    close(fd);
-}
-
 /*
  * Whether the peer reset the connection of fd, which has read the peer's
  * FIN: after a clean close the socket stays in CLOSE_WAIT with no error, a
@@ -681,7 +673,7 @@ static void end_connection(int fd, int way)
         break;
     case 1: /* client RST with data in flight */
         ck_assert_int_eq(io_write_all(fd, "bye!", 4), 0);
-        close_reset(fd);
+        tcp_close_reset(fd);
         break;
     case 2: /* client half-close, then reads to the daemon's FIN */
         ck_assert_int_eq(io_write_all(fd, "half", 4), 0);
@@ -703,7 +695,7 @@ static void end_connection(int fd, int way)
         close(fd);
         break;
     default: /* greet + graceful close, the client leaves without reading */
-        close_reset(fd);
+        tcp_close_reset(fd);
         break;
     }
 }

@@ -696,36 +696,15 @@ static char *base64(const uint8_t *in, size_t n)
  * expanded (printf-style args first). */
 __attribute__((format(printf, 1, 2))) static void write_config(const char *fmt, ...)
 {
-    static const struct {
-        const char *key, *val;
-    } subst[] = {{"@PLUGINS@", CONND_PLUGIN_BUILD_DIR},
-                 {"@TPLUGINS@", CONND_TEST_PLUGIN_DIR},
-                 {"@DIR@", NULL}};
     char *tmpl = NULL;
     va_list ap;
-    FILE *f;
     int n;
 
     va_start(ap, fmt);
     n = vasprintf(&tmpl, fmt, ap);
     va_end(ap);
     CHECK(n >= 0, "vasprintf");
-    f = fopen(D.cfg_path, "w");
-    CHECK(f != NULL, "cannot write %s", D.cfg_path);
-    for (const char *p = tmpl; *p;) {
-        size_t i;
-        for (i = 0; i < sizeof(subst) / sizeof(subst[0]); i++) {
-            size_t kl = strlen(subst[i].key);
-            if (strncmp(p, subst[i].key, kl) == 0) {
-                fputs(subst[i].val ? subst[i].val : D.dir, f);
-                p += kl;
-                break;
-            }
-        }
-        if (i == sizeof(subst) / sizeof(subst[0]))
-            fputc(*p++, f);
-    }
-    fclose(f);
+    CHECK(daemon_write_config(&D, tmpl) == 0, "cannot write %s", D.cfg_path);
     free(tmpl);
 }
 
@@ -2773,87 +2752,19 @@ END_TEST
 START_TEST(test_thousand_clients_at_once_each_answered_or_refused_alone)
 {
     enum { N = 1000 };
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    struct rlimit rl;
-    struct pollfd *pfd;
+    struct ctl_flood f;
     struct chan *other;
-    char(*buf)[512];
-    size_t *len;
-    int answered = 0, refused = 0, pending = 0;
+    int rc;
 
-    CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
-    if (rl.rlim_cur < N + 256) {
-        rl.rlim_cur = rl.rlim_max < N + 256 ? rl.rlim_max : N + 256;
-        CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit");
-    }
+    rc = proc_raise_fd_limit(N + 256);
+    CHECK(rc == 0, "getrlimit/setrlimit: %s", strerror(-rc));
     start_std(); /* inherits the limit */
     other = ctl();
-    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", D.ctl_path);
-    pfd = calloc(N, sizeof(*pfd));
-    buf = calloc(N, sizeof(*buf));
-    len = calloc(N, sizeof(*len));
-    CHECK(pfd && buf && len, "out of memory");
-    for (int i = 0; i < N; i++) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        char req[80];
-        int n =
-            snprintf(req, sizeof(req),
-                     "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"status\"}\n", i + 1);
-        CHECK(fd >= 0, "socket %d: %s", i, strerror(errno));
-        pfd[i].fd = -1;
-        if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-            send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
-            CHECK(errno == EAGAIN || errno == ECONNREFUSED || errno == EPIPE ||
-                      errno == ECONNRESET,
-                  "client %d: %s", i, strerror(errno));
-            close(fd);
-            refused++;
-            continue;
-        }
-        pfd[i].fd = fd;
-        pfd[i].events = POLLIN;
-        pending++;
-    }
-    for (uint64_t end = now_ms() + 20000; pending > 0 && now_ms() < end;) {
-        CHECK(poll(pfd, N, 200) >= 0, "poll");
-        daemon_drain_log(&D, 1); /* a debug line per client */
-        for (int i = 0; i < N; i++) {
-            ssize_t r;
-            if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            r = recv(pfd[i].fd, buf[i] + len[i], sizeof(buf[i]) - 1 - len[i], 0);
-            if (r > 0)
-                len[i] += (size_t)r;
-            if (r > 0 && !memchr(buf[i], '\n', len[i]) && len[i] < sizeof(buf[i]) - 1)
-                continue;
-            if (r > 0) {
-                json_t *reply;
-                buf[i][len[i]] = '\0';
-                reply = json_loads(buf[i], JSON_DISABLE_EOF_CHECK, NULL);
-                CHECK(reply &&
-                          json_integer_value(json_object_get(reply, "id")) == i + 1 &&
-                          json_integer_value(json_object_get(
-                              json_object_get(reply, "result"), "pid")) == D.pid,
-                      "client %d got %s", i, buf[i]);
-                json_decref(reply);
-                answered++;
-            } else {
-                refused++; /* closed on it: allowed, as long as only it */
-            }
-            close(pfd[i].fd);
-            pfd[i].fd = -1;
-            pending--;
-        }
-    }
-    for (int i = 0; i < N; i++)
-        if (pfd[i].fd >= 0)
-            close(pfd[i].fd);
-    free(pfd);
-    free(buf);
-    free(len);
-    CHECK(pending == 0, "%d clients got neither a reply nor a close in 20 s", pending);
-    CHECK_INT(answered + refused, ==, N);
-    CHECK(answered >= N / 2, "only %d of %d answered", answered, N);
+    CHECK(ctl_flood_status(&D, N, 20000, &f), "%s", f.error);
+    CHECK(f.pending == 0, "%d clients got neither a reply nor a close in 20 s",
+          f.pending);
+    CHECK_INT(f.answered + f.refused, ==, N);
+    CHECK(f.answered >= N / 2, "only %d of %d answered", f.answered, N);
     others_carry_on(other);
 }
 END_TEST

@@ -306,23 +306,6 @@ static int client(const char *listener)
     return client_port(port);
 }
 
-static void close_reset(int fd)
-{
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    close(fd);
-}
-
-/* Write msg and read it back. */
-static bool echoes(int fd, const char *msg)
-{
-    char buf[256] = {0};
-    size_t len = strlen(msg);
-
-    return len < sizeof(buf) && io_write_all(fd, msg, len) == 0 &&
-           io_read_exact(fd, buf, len) == 0 && memcmp(buf, msg, len) == 0;
-}
-
 /* Read exactly len bytes within timeout_ms (poll-bounded); returns the
  * count read, short on EOF, error or timeout. */
 static size_t read_upto(int fd, void *buf, size_t len, int timeout_ms, int *err)
@@ -499,10 +482,8 @@ static rlim_t daemon_soft_limit(void)
 
 static void set_fd_limit(rlim_t n)
 {
-    struct rlimit rl;
-    CHECK(prlimit(D.pid, RLIMIT_NOFILE, NULL, &rl) == 0, "prlimit: %s", strerror(errno));
-    rl.rlim_cur = n;
-    CHECK(prlimit(D.pid, RLIMIT_NOFILE, &rl, NULL) == 0, "prlimit: %s", strerror(errno));
+    int rc = proc_set_fd_limit(D.pid, n);
+    CHECK(rc == 0, "prlimit: %s", strerror(-rc));
 }
 
 /* The soft limit that leaves the daemon room for exactly `room` more fds. */
@@ -511,18 +492,6 @@ static rlim_t limit_for_room(int room)
     long lim = proc_fd_limit_for_room(D.pid, room);
     CHECK(lim >= 0, "no fd limit leaves connd room for %d more", room);
     return (rlim_t)lim;
-}
-
-/* Raise the test's own fd limit (the daemon inherits it). */
-static void raise_own_limit(rlim_t want)
-{
-    struct rlimit rl;
-
-    CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
-    if (rl.rlim_cur < want) {
-        rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
-        CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit: %s", strerror(errno));
-    }
 }
 
 /* ---- ENFILE injection (seccomp user notification) --------------------------------- */
@@ -762,7 +731,7 @@ START_TEST(test_emfile_pauses_the_listener_control_answers_then_recovers)
     set_fd_limit(limit_for_room(2));
     for (int i = 0; i < 2; i++) {
         c[i] = client("e");
-        CHECK(echoes(c[i], "ping"), "client %d not echoed", i);
+        CHECK(io_echoes(c[i], "ping"), "client %d not echoed", i);
     }
     c[2] = client("e"); /* completes in the kernel's backlog */
     CHECK(io_write_all(c[2], "three", 5) == 0, "write");
@@ -779,7 +748,7 @@ START_TEST(test_emfile_pauses_the_listener_control_answers_then_recovers)
     close(c[0]);
     CHECK(read_upto(c[2], buf, 5, 900, &(int){0}) == 5 && memcmp(buf, "three", 5) == 0,
           "the waiting client was not served after a close");
-    CHECK(echoes(c[1], "still"), "the first clients stopped being served");
+    CHECK(io_echoes(c[1], "still"), "the first clients stopped being served");
     close(c[1]);
     close(c[2]);
     wait_no_connections(k, 3000);
@@ -813,7 +782,7 @@ START_TEST(test_emfile_retries_once_a_second_and_recovers_when_the_limit_rises)
     CHECK(read_upto(a, buf, 4, 2000, &(int){0}) == 4 && memcmp(buf, "wait", 4) == 0,
           "not served within 2 s of the limit rising");
     b = client("e");
-    CHECK(echoes(b, "more"), "a new client is not served");
+    CHECK(io_echoes(b, "more"), "a new client is not served");
     close(a);
     close(b);
     finish(base);
@@ -899,7 +868,7 @@ START_TEST(test_enfile_pauses_the_listener_then_recovers)
     CHECK(read_upto(a, buf, 6, 2000, &(int){0}) == 6 && memcmp(buf, "enfile", 6) == 0,
           "not served within 2 s of ENFILE ending");
     b = client("e");
-    CHECK(echoes(b, "after"), "a new client is not served");
+    CHECK(io_echoes(b, "after"), "a new client is not served");
     close(a);
     close(b);
     wait_no_connections(k, 3000);
@@ -1022,7 +991,7 @@ START_TEST(test_peer_reset_during_a_large_queued_write)
     CHECK(read_upto(fd, buf, 65536, 3000, &err) == 65536, "greeting: %s", strerror(err));
     CHECK(pattern_mismatch(buf, 65536, 0) == SIZE_MAX, "greeting corrupted");
     rss_queued = daemon_rss_kb(&D);
-    close_reset(fd);
+    tcp_close_reset(fd);
     wait_conn_closed(id, 3000, NULL, &out);
     CHECK(out < GREET, "all %llu bytes went out before the reset?", out);
     CHECK(closed_count(id) == 1, "closed() fired %d times", closed_count(id));
@@ -1215,7 +1184,7 @@ static void backlog_waits_then_served(const char *const *names, int n_open,
     for (int i = 0; i < n_open; i++) {
         open_fds[i] = client(names[i]);
         snprintf(msg, sizeof(msg), "open%d", i);
-        CHECK(echoes(open_fds[i], msg), "client %d not served", i);
+        CHECK(io_echoes(open_fds[i], msg), "client %d not served", i);
     }
     for (int i = 0; i < n_wait; i++) {
         wait_fds[i] = client(wait_names[i]);
@@ -1349,84 +1318,22 @@ END_TEST
 START_TEST(test_thousand_control_clients_at_once)
 {
     enum { N = 1000 };
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    struct pollfd *pfd;
-    char(*buf)[512];
-    size_t *len;
-    int base, other, answered = 0, refused = 0, pending = 0;
+    struct ctl_flood f;
+    int base, other, rc;
     long rss0;
 
-    raise_own_limit(N + 256); /* the daemon inherits it */
+    /* Raise the test's own fd limit: the daemon inherits it. */
+    rc = proc_raise_fd_limit(N + 256);
+    CHECK(rc == 0, "getrlimit/setrlimit: %s", strerror(-rc));
     start(ECHO_CONFIG);
     base = base_fds();
     rss0 = daemon_rss_kb(&D);
     other = ctl();
-    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", D.ctl_path);
-    pfd = calloc(N, sizeof(*pfd));
-    buf = calloc(N, sizeof(*buf));
-    len = calloc(N, sizeof(*len));
-    CHECK(pfd && buf && len, "out of memory");
-    for (int i = 0; i < N; i++) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        char req[80];
-        int n =
-            snprintf(req, sizeof(req),
-                     "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"status\"}\n", i + 1);
-        CHECK(fd >= 0, "socket %d: %s", i, strerror(errno));
-        pfd[i].fd = -1;
-        if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-            send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
-            CHECK(errno == EAGAIN || errno == ECONNREFUSED || errno == EPIPE ||
-                      errno == ECONNRESET,
-                  "client %d: %s", i, strerror(errno));
-            close(fd);
-            refused++;
-            continue;
-        }
-        pfd[i].fd = fd;
-        pfd[i].events = POLLIN;
-        pending++;
-    }
-    for (uint64_t end = now_ms() + 20000; pending > 0 && now_ms() < end;) {
-        CHECK(poll(pfd, N, 200) >= 0, "poll");
-        daemon_drain_log(&D, 1);
-        for (int i = 0; i < N; i++) {
-            ssize_t r;
-            if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            r = recv(pfd[i].fd, buf[i] + len[i], sizeof(buf[i]) - 1 - len[i], 0);
-            if (r > 0)
-                len[i] += (size_t)r;
-            if (r > 0 && !memchr(buf[i], '\n', len[i]) && len[i] < sizeof(buf[i]) - 1)
-                continue;
-            if (r > 0) {
-                json_t *reply;
-                buf[i][len[i]] = '\0';
-                reply = json_loads(buf[i], JSON_DISABLE_EOF_CHECK, NULL);
-                CHECK(reply &&
-                          json_integer_value(json_object_get(reply, "id")) == i + 1 &&
-                          json_integer_value(json_object_get(
-                              json_object_get(reply, "result"), "pid")) == D.pid,
-                      "client %d got %s", i, buf[i]);
-                json_decref(reply);
-                answered++;
-            } else {
-                refused++;
-            }
-            close(pfd[i].fd);
-            pfd[i].fd = -1;
-            pending--;
-        }
-    }
-    for (int i = 0; i < N; i++)
-        if (pfd[i].fd >= 0)
-            close(pfd[i].fd);
-    free(pfd);
-    free(buf);
-    free(len);
-    CHECK(pending == 0, "%d clients got neither a reply nor a close in 20 s", pending);
-    CHECK(answered + refused == N, "%d + %d != %d", answered, refused, N);
-    CHECK(answered >= N / 2, "only %d of %d answered", answered, N);
+    CHECK(ctl_flood_status(&D, N, 20000, &f), "%s", f.error);
+    CHECK(f.pending == 0, "%d clients got neither a reply nor a close in 20 s",
+          f.pending);
+    CHECK(f.answered + f.refused == N, "%d + %d != %d", f.answered, f.refused, N);
+    CHECK(f.answered >= N / 2, "only %d of %d answered", f.answered, N);
     status_answers(other);
     pause_ms(300);
     assert_idle(1000, "after 1,000 control clients");
@@ -1714,11 +1621,11 @@ START_TEST(test_host_calls_in_closed_are_refused_without_a_crash)
     for (int round = 0; round < 2; round++) { /* peer EOF, then peer reset */
         fd = client("l");
         id = wait_accepted("r", 3000);
-        CHECK(echoes(fd, "x"), "not echoed");
+        CHECK(io_echoes(fd, "x"), "not echoed");
         if (round == 0)
             close(fd);
         else
-            close_reset(fd);
+            tcp_close_reset(fd);
         wait_conn_closed(id, 3000, NULL, NULL);
         for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
             long long rc = wait_action_rc("r", "closed", id, want[i].action);
@@ -1731,7 +1638,7 @@ START_TEST(test_host_calls_in_closed_are_refused_without_a_crash)
         CHECK(closed_count(id) == 1, "closed() fired %d times", closed_count(id));
     }
     fd = client("l");
-    CHECK(echoes(fd, "after"), "not served after calls in closed()");
+    CHECK(io_echoes(fd, "after"), "not served after calls in closed()");
     close(fd);
     finish(base);
 }
@@ -2137,7 +2044,7 @@ START_TEST(test_a_callback_blocking_5s_stops_the_watchdog_and_loses_nothing)
     fill_random(da, NA, 11);
     fill_random(db, NB, 12);
     a = client("e");
-    CHECK(echoes(a, "before"), "not served before the block");
+    CHECK(io_echoes(a, "before"), "not served before the block");
     w = client("wedge");
     CHECK(io_write_all(w, "x", 1) == 0, "write");
     CHECK(daemon_wait_log(&D, "blocking id=", 2000), "the plugin did not block");
@@ -2161,7 +2068,7 @@ START_TEST(test_a_callback_blocking_5s_stops_the_watchdog_and_loses_nothing)
     CHECK(strstr(D.log, "watchdog ping skipped") ||
               daemon_wait_log(&D, "watchdog ping skipped", 1000),
           "the lag is not logged");
-    CHECK(echoes(a, "after"), "not served after the block");
+    CHECK(io_echoes(a, "after"), "not served after the block");
     close(a);
     close(b);
     close(w);

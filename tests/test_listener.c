@@ -23,19 +23,8 @@ static const char *echo_config =
 /* Set the soft fd limit of pid (the hard one stays, so it can go up again). */
 static void set_fd_limit(pid_t pid, long n)
 {
-    struct rlimit rl;
     ck_assert_int_ge(n, 0);
-    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, NULL, &rl), 0);
-    rl.rlim_cur = (rlim_t)n;
-    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &rl, NULL), 0);
-}
-
-static bool echoes(int fd, const char *msg)
-{
-    char buf[64] = {0};
-    size_t len = strlen(msg);
-    return io_write_all(fd, msg, len) == 0 && io_read_exact(fd, buf, len) == 0 &&
-           memcmp(buf, msg, len) == 0;
+    ck_assert_int_eq(proc_set_fd_limit(pid, (rlim_t)n), 0);
 }
 
 /* One connection opened, echoed and closed: libuv opens its own reserve fd
@@ -47,7 +36,7 @@ static void warm_up(struct daemon *d, int port)
     int fd = tcp_connect("127.0.0.1", port), n = -1;
 
     ck_assert_int_ge(fd, 0);
-    ck_assert(echoes(fd, "warm"));
+    ck_assert(io_echoes(fd, "warm"));
     close(fd);
     for (uint64_t end = now_ms() + 2000; now_ms() < end;) {
         int m = proc_fd_count(d->pid);
@@ -87,7 +76,7 @@ START_TEST(test_listener_emfile_pauses_without_spinning_and_recovers)
     for (int i = 0; i < 2; i++) {
         c[i] = tcp_connect("127.0.0.1", port);
         ck_assert_int_ge(c[i], 0);
-        CHECK(&d, echoes(c[i], "ping"));
+        CHECK(&d, io_echoes(c[i], "ping"));
     }
     c[2] = tcp_connect("127.0.0.1", port); /* completes in the kernel backlog */
     ck_assert_int_ge(c[2], 0);
@@ -105,7 +94,7 @@ START_TEST(test_listener_emfile_pauses_without_spinning_and_recovers)
     char buf[8] = {0};
     ck_assert_int_eq(io_read_exact(c[2], buf, 5), 0);
     ck_assert_str_eq(buf, "three");
-    ck_assert(echoes(c[1], "still"));
+    ck_assert(io_echoes(c[1], "still"));
     close(c[1]);
     close(c[2]);
     ck_assert_int_eq(daemon_stop(&d, SIGTERM, 5000), 0);
@@ -134,7 +123,7 @@ START_TEST(test_listener_emfile_retries_after_a_pause_when_nothing_closes)
     ck_assert_int_eq(io_read_exact(a, buf, 4), 0);
     ck_assert_str_eq(buf, "wait");
     b = tcp_connect("127.0.0.1", port);
-    ck_assert(echoes(b, "more"));
+    ck_assert(io_echoes(b, "more"));
     close(a);
     close(b);
     ck_assert_int_eq(daemon_stop(&d, SIGTERM, 5000), 0);
@@ -159,7 +148,7 @@ START_TEST(test_listener_max_connections_pauses_every_listener)
         0);
     a = tcp_connect("127.0.0.1", daemon_port(&d, "e"));
     b = tcp_connect("127.0.0.1", daemon_port(&d, "f"));
-    ck_assert(echoes(a, "a") && echoes(b, "b"));
+    ck_assert(io_echoes(a, "a") && io_echoes(b, "b"));
     /* The cap is daemon-wide: a third on either listener waits. */
     c = tcp_connect("127.0.0.1", daemon_port(&d, "f"));
     ck_assert_int_eq(io_write_all(c, "c", 1), 0);
