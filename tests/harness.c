@@ -681,6 +681,21 @@ void io_peer_assert_ok(const struct io_peer *p)
 
 /* ---- the control socket ------------------------------------------------------ */
 
+bool io_drain_until_eof(int fd, int timeout_ms)
+{
+    bool eof = false;
+
+    for (uint64_t end = now_ms() + (uint64_t)timeout_ms; !eof && now_ms() < end;) {
+        static char sink[65536];
+        ssize_t n;
+        if (!io_readable(fd, 500))
+            continue;
+        n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+        eof = n == 0 || (n < 0 && errno != EAGAIN);
+    }
+    return eof;
+}
+
 int ctl_connect(const struct daemon *d)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -761,6 +776,32 @@ json_t *ctl_callf(int fd, const char *fmt, ...)
     return reply;
 }
 
+int ctl_flood_unread(int fd, size_t max_bytes, int timeout_ms, size_t *sent)
+{
+    static const char req[] =
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"rpc.methods\"}\n";
+    static char block[65536];
+    size_t rl = sizeof(req) - 1, blen = sizeof(block) / rl * rl;
+    uint64_t t0 = now_ms();
+
+    for (size_t i = 0; i < blen; i++)
+        block[i] = req[i % rl];
+    *sent = 0;
+    while (*sent < max_bytes && now_ms() - t0 < (uint64_t)timeout_ms) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        ssize_t n;
+        if (poll(&p, 1, 500) == 0)
+            break; /* the daemon no longer reads */
+        n = send(fd, block + *sent % blen, blen - *sent % blen,
+                 MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n <= 0 && errno != EAGAIN)
+            return errno ? -errno : -EIO;
+        if (n > 0)
+            *sent += (size_t)n;
+    }
+    return 0;
+}
+
 /* Fail the flood with a message; returns false. */
 __attribute__((format(printf, 2, 3))) static bool flood_fail(struct ctl_flood *f,
                                                              const char *fmt, ...)
@@ -778,8 +819,8 @@ static bool flood_reply_ok(const struct daemon *d, const char *buf, int id)
 {
     json_t *reply = json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
     bool ok = reply && json_integer_value(json_object_get(reply, "id")) == id &&
-              json_integer_value(json_object_get(json_object_get(reply, "result"),
-                                                 "pid")) == d->pid;
+              json_integer_value(
+                  json_object_get(json_object_get(reply, "result"), "pid")) == d->pid;
 
     json_decref(reply);
     return ok;
@@ -794,9 +835,9 @@ static bool ctl_flood_run(struct daemon *d, int n, int timeout_ms, struct ctl_fl
     for (int i = 0; i < n; i++) {
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         char req[80];
-        int rl = snprintf(req, sizeof(req),
-                          "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"status\"}\n",
-                          i + 1);
+        int rl =
+            snprintf(req, sizeof(req),
+                     "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"status\"}\n", i + 1);
         if (fd < 0)
             return flood_fail(f, "socket %d: %s", i, strerror(errno));
         if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
@@ -812,7 +853,8 @@ static bool ctl_flood_run(struct daemon *d, int n, int timeout_ms, struct ctl_fl
         pfd[i].events = POLLIN;
         f->pending++;
     }
-    for (uint64_t end = now_ms() + (uint64_t)timeout_ms; f->pending > 0 && now_ms() < end;) {
+    for (uint64_t end = now_ms() + (uint64_t)timeout_ms;
+         f->pending > 0 && now_ms() < end;) {
         if (poll(pfd, (nfds_t)n, 200) < 0)
             return flood_fail(f, "poll");
         daemon_drain_log(d, 1); /* a debug line per client */

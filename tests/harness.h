@@ -105,6 +105,13 @@ struct ctl_flood {
  * return. Returns false when f->error is set. */
 bool ctl_flood_status(struct daemon *d, int n, int timeout_ms, struct ctl_flood *f);
 
+/* Send {"method":"rpc.methods"} request lines (all id 1) on the control
+ * connection fd, back to back and never reading a reply, until the daemon
+ * stops reading (fd not writable for 500 ms), max_bytes are sent, or
+ * timeout_ms pass. *sent gets the bytes sent. 0, or -errno of a send that
+ * failed with anything but EAGAIN. */
+int ctl_flood_unread(int fd, size_t max_bytes, int timeout_ms, size_t *sent);
+
 /* A connected blocking TCP socket to host:port (5 s connect bound), -1 on
  * failure. Reads and writes on it time out after 10 s. */
 int tcp_connect(const char *host, int port);
@@ -115,6 +122,10 @@ int io_read_exact(int fd, void *buf, size_t len);
 /* Expect EOF within timeout_ms: 1 on EOF, 0 if data came instead (it is
  * discarded), -errno on error (e.g. -ECONNRESET). */
 int io_expect_eof(int fd, int timeout_ms);
+/* Read and discard what arrives on fd until EOF or a read error other
+ * than EAGAIN (true: the peer is gone), or timeout_ms pass (false); polls
+ * in 500 ms steps, so it may overrun by that much. */
+bool io_drain_until_eof(int fd, int timeout_ms);
 /* Whether fd becomes readable within timeout_ms. */
 bool io_readable(int fd, int timeout_ms);
 /* Fill buf with reproducible pseudo-random bytes from seed. */
@@ -175,8 +186,8 @@ bool io_echoes(int fd, const char *msg);
  * deadlock on full socket buffers; every pump has a deadline. The first
  * wrong or extra byte, EOF, or a send/recv error ends a peer. */
 struct io_peer {
-    const char *name; /* for failure messages; borrowed */
-    int fd;           /* non-blocking; the caller closes it */
+    const char *name;  /* for failure messages; borrowed */
+    int fd;            /* non-blocking; the caller closes it */
     const uint8_t *tx; /* bytes to send; borrowed */
     size_t tx_len, sent;
     bool shut_wr; /* shutdown(SHUT_WR) once everything is sent */

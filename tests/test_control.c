@@ -2771,35 +2771,20 @@ END_TEST
 
 START_TEST(test_client_that_reads_no_replies_is_dropped_while_others_are_served)
 {
-    static const char req[] =
-        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"rpc.methods\"}\n";
-    static char block[65536];
     struct chan *other;
-    size_t sent = 0, rl = sizeof(req) - 1, blen = sizeof(block) / rl * rl;
+    size_t sent;
     uint64_t t0, worst = 0;
     long rss0, rss1;
-    bool found = false, eof = false;
-    int bad;
+    bool found = false;
+    int bad, rc;
 
     start_std();
     other = ctl();
-    for (size_t i = 0; i < blen; i++)
-        block[i] = req[i % rl];
     bad = track(ctl_connect(&D));
     CHECK(bad >= 0, "connect");
     /* Send requests, never read: the daemon must stop reading them. */
-    t0 = now_ms();
-    while (sent < (64u << 20) && now_ms() - t0 < 8000) {
-        struct pollfd p = {.fd = bad, .events = POLLOUT};
-        ssize_t n;
-        if (poll(&p, 1, 500) == 0)
-            break; /* the daemon no longer reads */
-        n = send(bad, block + sent % blen, blen - sent % blen,
-                 MSG_DONTWAIT | MSG_NOSIGNAL);
-        CHECK(n > 0 || errno == EAGAIN, "send: %s", strerror(errno));
-        if (n > 0)
-            sent += (size_t)n;
-    }
+    rc = ctl_flood_unread(bad, 64u << 20, 8000, &sent);
+    CHECK(rc == 0, "send: %s", strerror(-rc));
     CHECK(sent < (64u << 20), "the daemon read 64 MiB of requests without replying");
     rss0 = daemon_rss_kb(&D);
     /* Others keep getting answers while it is stuck; it goes within ~15 s. */
@@ -2817,15 +2802,7 @@ START_TEST(test_client_that_reads_no_replies_is_dropped_while_others_are_served)
     rss1 = daemon_rss_kb(&D);
     CHECK(rss1 - rss0 < 64 * 1024, "RSS grew from %ld to %ld KiB", rss0, rss1);
     /* The dropped client reads what was written, then EOF. */
-    for (uint64_t end = now_ms() + 5000; !eof && now_ms() < end;) {
-        char sink[65536];
-        ssize_t n;
-        if (!io_readable(bad, 500))
-            continue;
-        n = recv(bad, sink, sizeof(sink), MSG_DONTWAIT);
-        eof = n == 0 || (n < 0 && errno != EAGAIN);
-    }
-    CHECK(eof, "the stuck client was not disconnected");
+    CHECK(io_drain_until_eof(bad, 5000), "the stuck client was not disconnected");
     others_carry_on(other);
 }
 END_TEST

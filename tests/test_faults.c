@@ -1246,34 +1246,19 @@ END_TEST
 
 START_TEST(test_control_client_that_never_reads_is_dropped_without_spinning)
 {
-    static const char req[] =
-        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"rpc.methods\"}\n";
-    static char block[65536];
-    size_t sent = 0, rl = sizeof(req) - 1, blen = sizeof(block) / rl * rl;
-    int base, other, bad;
+    size_t sent;
+    int base, other, bad, rc;
     long rss0, rss1, t0_ticks, hz = sysconf(_SC_CLK_TCK);
-    uint64_t t0, t_stuck, worst = 0;
-    bool dropped = false, eof = false;
+    uint64_t t_stuck, worst = 0;
+    bool dropped = false;
 
     start(ECHO_CONFIG);
     base = base_fds();
     other = ctl();
     bad = ctl();
-    for (size_t i = 0; i < blen; i++)
-        block[i] = req[i % rl];
     /* Requests without reading a reply, until the daemon stops reading. */
-    t0 = now_ms();
-    while (sent < (64u << 20) && now_ms() - t0 < 8000) {
-        struct pollfd p = {.fd = bad, .events = POLLOUT};
-        ssize_t n;
-        if (poll(&p, 1, 500) == 0)
-            break;
-        n = send(bad, block + sent % blen, blen - sent % blen,
-                 MSG_DONTWAIT | MSG_NOSIGNAL);
-        CHECK(n > 0 || errno == EAGAIN, "send: %s", strerror(errno));
-        if (n > 0)
-            sent += (size_t)n;
-    }
+    rc = ctl_flood_unread(bad, 64u << 20, 8000, &sent);
+    CHECK(rc == 0, "send: %s", strerror(-rc));
     CHECK(sent < (64u << 20), "the daemon read 64 MiB of requests without replying");
     t_stuck = now_ms();
     rss0 = daemon_rss_kb(&D);
@@ -1299,15 +1284,7 @@ START_TEST(test_control_client_that_never_reads_is_dropped_without_spinning)
           (unsigned long long)worst);
     rss1 = daemon_rss_kb(&D);
     CHECK(rss1 - rss0 < 64 * 1024, "RSS grew from %ld to %ld KiB", rss0, rss1);
-    for (uint64_t end = now_ms() + 5000; !eof && now_ms() < end;) {
-        static char sink[65536];
-        ssize_t n;
-        if (!io_readable(bad, 500))
-            continue;
-        n = recv(bad, sink, sizeof(sink), MSG_DONTWAIT);
-        eof = n == 0 || (n < 0 && errno != EAGAIN);
-    }
-    CHECK(eof, "the stuck client was not disconnected");
+    CHECK(io_drain_until_eof(bad, 5000), "the stuck client was not disconnected");
     close(bad);
     status_answers(other);
     close(other);
