@@ -27,6 +27,17 @@
 #include <time.h>
 #include <unistd.h>
 
+int run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 uint64_t now_ms(void)
 {
     struct timespec ts;

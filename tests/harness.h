@@ -6,11 +6,17 @@
 #ifndef CONND_TEST_HARNESS_H
 #define CONND_TEST_HARNESS_H
 
+#include <check.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/resource.h>
 #include <sys/types.h>
+
+/* A suite's main(): run every test of s with CK_NORMAL output (Check's
+ * fork mode and each TCase's timeout apply), free the runner, and return
+ * EXIT_SUCCESS when no test failed, else EXIT_FAILURE. */
+int run_suite(Suite *s);
 
 struct daemon {
     pid_t pid;

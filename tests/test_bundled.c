@@ -1148,11 +1148,5 @@ static Suite *bundled_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(bundled_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(bundled_suite());
 }

@@ -278,8 +278,6 @@ int main(void)
 {
     Suite *s = suite_create("connect");
     TCase *he = tcase_create("happy_eyeballs"), *daemon = tcase_create("daemon");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(he, test_connect_happy_eyeballs_falls_back_from_unanswering_ipv6);
     tcase_add_test(he, test_connect_failed_attempt_starts_next_without_waiting);
@@ -292,9 +290,5 @@ int main(void)
     tcase_set_timeout(daemon, 60);
     suite_add_tcase(s, he);
     suite_add_tcase(s, daemon);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

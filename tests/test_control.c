@@ -3107,8 +3107,6 @@ int main(void)
           test_every_mutating_request_is_logged_with_pid_and_uid}},
     };
     Suite *s = suite_create("control");
-    SRunner *sr;
-    int failed;
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
@@ -3118,9 +3116,5 @@ int main(void)
             tcase_add_test(tc, cases[i].tests[k]);
         suite_add_tcase(s, tc);
     }
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -828,11 +828,5 @@ static Suite *daemon_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(daemon_suite());
-    int failures;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failures = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failures ? 1 : 0;
+    return run_suite(daemon_suite());
 }

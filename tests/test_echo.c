@@ -392,11 +392,5 @@ static Suite *echo_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(echo_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(echo_suite());
 }

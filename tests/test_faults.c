@@ -2113,8 +2113,6 @@ int main(int argc, char **argv)
     const TTest *const wedge_tests[] = {
         test_a_callback_blocking_5s_stops_the_watchdog_and_loses_nothing, NULL};
     Suite *s;
-    SRunner *sr;
-    int failed;
 
     if (argc >= 2 && strcmp(argv[1], "--seccomp-shim") == 0)
         return seccomp_shim(argc, argv);
@@ -2127,9 +2125,5 @@ int main(int argc, char **argv)
     add(s, "control", 60, control_tests);
     add(s, "reentrant", 60, reentrant_tests);
     add(s, "wedge", 40, wedge_tests);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -213,8 +213,6 @@ int main(void)
 {
     Suite *s = suite_create("generations");
     TCase *tc = tcase_create("generations");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_generations_plugin_load_keeps_old_connections_on_old_code);
     tcase_add_test(tc, test_generations_set_notify_moves_a_connection_to_the_new_code);
@@ -222,9 +220,5 @@ int main(void)
     tcase_add_test(tc, test_generations_failed_load_keeps_the_current_generation);
     tcase_set_timeout(tc, 30);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

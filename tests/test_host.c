@@ -209,8 +209,6 @@ int main(void)
     Suite *s = suite_create("host");
     TCase *sent = tcase_create("sent"), *timers = tcase_create("timers");
     TCase *sock = tcase_create("socket"), *discard = tcase_create("discard");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(sent, test_host_sent_can_replace_written_bytes);
     tcase_add_test(sent, test_host_sent_can_drop_a_write);
@@ -225,9 +223,5 @@ int main(void)
     suite_add_tcase(s, timers);
     suite_add_tcase(s, sock);
     suite_add_tcase(s, discard);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -168,17 +168,11 @@ int main(void)
 {
     Suite *s = suite_create("listener");
     TCase *tc = tcase_create("emfile");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_listener_emfile_pauses_without_spinning_and_recovers);
     tcase_add_test(tc, test_listener_emfile_retries_after_a_pause_when_nothing_closes);
     tcase_add_test(tc, test_listener_max_connections_pauses_every_listener);
     tcase_set_timeout(tc, 30);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }
