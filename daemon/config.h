@@ -17,8 +17,8 @@
 
 /* Sizes and watermarks of one listener or outgoing connection. */
 struct conn_limits {
-    size_t init_size;      /* first read buffer size; default 64 */
-    size_t max_size;       /* read buffer cap, and bytes per read turn; 16384 */
+    uint32_t init_size;    /* first read buffer size; default 64 (at most 64 MiB) */
+    uint32_t max_size;     /* read buffer cap, and bytes per read turn; 16384 */
     size_t high_watermark; /* throttled above this many pending bytes; 1 MiB */
     size_t low_watermark;  /* unthrottled at or below; 256 KiB */
     size_t max_pending;    /* writes past this are refused; 64 MiB */

@@ -87,7 +87,6 @@ static struct conn *conn_alloc(struct loop *lp, struct plugin *p,
     p->n_conns++;
     c->lim = *lim;
     c->next_size = lim->init_size;
-    c->pre_tail = &c->pre_head;
     c->created_ms = loop_wall_ms();
     c->last_active_ms = uv_now(&lp->uv);
     return c;
@@ -157,8 +156,17 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t want = c->next_size > c->expect ? c->next_size : c->expect;
 
     (void)suggested;
-    if (c->state != CONN_OPEN)
+    if (c->state != CONN_OPEN) {
         c->rlen = c->roff = 0; /* closing: what is read is discarded */
+    } else if (c->turn == c->lp->turn && c->turn_bytes >= c->lim.max_size) {
+        /* Its share of this turn is read: yield. An empty buffer ends
+         * libuv's read loop (read_cb gets UV_ENOBUFS) and leaves the socket
+         * in epoll, which reports it again next turn (level-triggered):
+         * no epoll_ctl to stop and restart reading. */
+        c->yielding = true;
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
     if (c->rcap < want) {
         uint8_t *nb = realloc(c->rbuf, want);
         if (!nb) {
@@ -244,7 +252,9 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (nread < 0) {
-        if (nread == UV_EOF)
+        if (nread == UV_ENOBUFS && c->yielding)
+            c->yielding = false; /* a yield (see conn_alloc_cb), not a failure */
+        else if (nread == UV_EOF)
             conn_on_eof(c);
         else
             conn_fail(c, nread == UV_ENOBUFS ? "read buffer" : "read", (int)nread);
@@ -263,11 +273,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->rlen += (size_t)nread;
     c->turn_bytes += (size_t)nread;
     conn_deliver(c);
-    /* Yield to other connections after max_size bytes in one turn. */
-    if (c->state == CONN_OPEN && !c->paused && c->turn_bytes >= c->lim.max_size) {
-        c->paused = true;
-        loop_queue_resume(c->lp, c);
-    }
+    /* After max_size bytes in one turn, the next alloc_cb yields. */
     conn_io_update(c);
 }
 
@@ -404,6 +410,19 @@ static void conn_write_cb(uv_write_t *req, int status)
     }
 }
 
+/* The first write made while connecting, taken off the queue; NULL when
+ * none is left. */
+static struct wreq *conn_pre_pop(struct conn *c)
+{
+    struct wreq *w = c->pre_last ? c->pre_last->next : NULL;
+
+    if (w == c->pre_last)
+        c->pre_last = NULL;
+    else if (w)
+        c->pre_last->next = w->next;
+    return w;
+}
+
 static int conn_submit(struct conn *c, struct wreq *w)
 {
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
@@ -460,8 +479,10 @@ static int conn_queue(struct conn *c, const uv_buf_t *bufs, int nb, size_t total
     }
     c->pending += w->len;
     if (c->state == CONN_CONNECTING) {
-        *c->pre_tail = w;
-        c->pre_tail = &w->next;
+        w->next = c->pre_last ? c->pre_last->next : w;
+        if (c->pre_last)
+            c->pre_last->next = w;
+        c->pre_last = w;
     } else if (conn_submit(c, w) < 0) {
         return -EPIPE;
     }
@@ -657,13 +678,9 @@ void conn_connected(struct conn *c, int fd)
     }
     c->state = CONN_OPEN;
     /* Bytes written while connecting go first, in order. */
-    while ((w = c->pre_head) != NULL) {
-        c->pre_head = w->next;
-        if (!c->pre_head)
-            c->pre_tail = &c->pre_head;
+    while ((w = conn_pre_pop(c)) != NULL)
         if (conn_submit(c, w) < 0)
             return;
-    }
     if (c->close_requested) {
         c->close_requested = false;
         conn_close(c, "closed while connecting");
@@ -695,8 +712,7 @@ static void conn_close_cb(uv_handle_t *h)
     struct listener *l = c->listener;
     struct wreq *w;
 
-    while ((w = c->pre_head) != NULL) {
-        c->pre_head = w->next;
+    while ((w = conn_pre_pop(c)) != NULL) {
         c->pending -= w->len;
         if (w->token)
             events_sent_emit(lp, c, w->token, w->len, UV_ECANCELED);
@@ -796,7 +812,7 @@ int conn_close(struct conn *c, const char *reason)
     case CONN_CLOSED:
         return 0;
     case CONN_CONNECTING:
-        if (!c->pre_head) {
+        if (!c->pre_last) {
             log_debug("conn %" PRIu64 ": closed while connecting: %s", c->id, reason);
             conn_finish(c, false);
         } else {

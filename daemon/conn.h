@@ -39,31 +39,33 @@ struct conn {
     struct listener *listener; /* NULL for outgoing */
     struct connector *cx;      /* while CONN_CONNECTING */
     void *user;
-    enum conn_state state;
     struct conn_limits lim;
 
-    /* Read buffer: bytes [roff, rlen) are read and not yet delivered. */
+    /* Read buffer: bytes [roff, rlen) are read and not yet delivered. Sizes
+     * are 32-bit: max_size and expect are at most 64 MiB (config.c), and
+     * the one struct per connection stays within a 512-byte allocation. */
     uint8_t *rbuf;
-    size_t rcap, rlen, roff;
-    size_t next_size; /* grows from init_size to max_size on full reads */
-    size_t expect;    /* 0: deliver what is read */
-    uint64_t turn;    /* loop turn the counters below belong to */
-    size_t turn_bytes;
+    uint32_t rcap, rlen, roff;
+    uint32_t next_size;  /* grows from init_size to max_size on full reads */
+    uint32_t expect;     /* 0: deliver what is read */
+    uint32_t turn;       /* loop turn the counters below belong to */
+    uint32_t turn_bytes; /* below 2 * max_size: checked before each read */
     unsigned times;
 
     /* Write side. */
-    size_t pending;          /* bytes accepted and not yet in the kernel */
-    struct wreq *pre_head;   /* writes made before the connection was up */
-    struct wreq **pre_tail;
+    size_t pending;         /* bytes accepted and not yet in the kernel */
+    struct wreq *pre_last;  /* writes made before the connection was up, a
+                               circular list: pre_last->next is the first */
 
-    uint32_t mute_mask;
-    uint64_t deadline; /* graceful close: abort when no progress by then */
-    size_t close_left; /* graceful close: bytes still leaving at the last sweep */
+    uint64_t deadline;  /* graceful close: abort when no progress by then */
+    size_t close_left;  /* graceful close: bytes still leaving at the last sweep */
 
     uint64_t bytes_in, bytes_out;
     uint64_t created_ms;     /* wall clock */
     uint64_t last_active_ms; /* loop clock (uv_now) of the last read or write */
     const char *why;         /* why it is closing: a static string */
+    uint32_t mute_mask;
+    enum conn_state state;
 
     bool reading : 1;        /* uv_read_start is in force */
     bool paused : 1;         /* received() returned false: resume next turn */
@@ -81,6 +83,7 @@ struct conn {
     bool fin_seen : 1;        /* muted: the peer's FIN waits behind unread input */
     bool watch_errors : 1;    /* the peer-close watch asks only for errors */
     bool watch_done : 1;      /* both directions shut: nothing left to watch */
+    bool yielding : 1;        /* alloc_cb gave an empty buffer to end the turn */
 };
 
 /* struct conn is what plugins see as struct connd_conn. */

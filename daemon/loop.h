@@ -46,7 +46,7 @@ struct loop {
     uint64_t next_conn_id;
 
     /* A read turn: bumped once per loop iteration, after the poll phase. */
-    uint64_t turn;
+    uint32_t turn; /* bumped after each poll; wraps, compared for equality */
     uv_check_t turn_check;
 
     /* Connections to resume on the next iteration (yield, unmute, expect). */

@@ -8,6 +8,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -582,6 +583,10 @@ static int h_connect(struct connd_plugin *cp, const char *host, const char *port
         prm.user = opts->user;
         if (opts->plugin && !(p = plugin_find(p->lp, opts->plugin)))
             return -ENOENT;
+        if (opts->size >= offsetof(struct connd_connect_opts, limits_of) +
+                              sizeof(opts->limits_of) &&
+            opts->limits_of)
+            prm.lim = &conn_of((struct connd_conn *)opts->limits_of)->lim;
     }
     if ((rc = connect_start(p->lp, p, host, port, &prm, &c)) < 0)
         return rc;

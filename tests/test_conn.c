@@ -435,6 +435,70 @@ END_TEST
 
 /* ---- yielding --------------------------------------------------------- */
 
+/* Without any pause from the plugin, a connection reads at most about
+ * max_size bytes per loop turn, then the others get theirs. */
+START_TEST(test_conn_max_size_per_turn_yields_to_other_connections)
+{
+    const size_t big = 1024 * 1024, max = 16384;
+    uint8_t *out = malloc(big), *back = malloc(big), small[10];
+    unsigned long long ida, idb;
+    size_t first_b = 0, last_a = 0, turn_total = 0, worst = 0;
+    int turns = 0;
+    bool seen_b = false;
+    struct bg_write w;
+    struct ev *ev;
+    int a, b, n, rc;
+
+    start_testplug("{\"log_received\":true,\"echo\":true}", ",\"max_size\":16384");
+    a = client("l");
+    ida = accepted_id("tp", 1);
+    b = client("l");
+    idb = accepted_id("tp", 2);
+    fill_random(out, big, 3);
+    ck_assert_int_eq(kill(D.pid, SIGSTOP), 0);
+    bg_write_start(&w, a, out, big);
+    pause_ms(50);
+    rc = io_write_all(b, "0123456789", 10);
+    kill(D.pid, SIGCONT);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(io_read_exact(b, small, 10), 0);
+    ck_assert_mem_eq(small, "0123456789", 10);
+    ck_assert_int_eq(io_read_exact(a, back, big), 0);
+    ck_assert_int_eq(bg_write_join(&w), 0);
+    ck_assert_msg(memcmp(back, out, big) == 0, "A's echo differs from what it sent");
+    EXPECT(wait_received("tp", ida, (long)big, 5000), "A's bytes not all delivered");
+
+    /* times restarts at 1 with each turn: sum A's bytes per turn. */
+    ev = events("tp", "received", &n);
+    for (int i = 0; i < n; i++) {
+        if (ev[i].id == idb && !seen_b) {
+            seen_b = true;
+            first_b = ev[i].off;
+        }
+        if (ev[i].id != ida)
+            continue;
+        last_a = ev[i].off;
+        if (ev[i].times == 1) {
+            turns++;
+            turn_total = 0;
+        }
+        turn_total += (size_t)ev[i].len;
+        if (turn_total > worst)
+            worst = turn_total;
+    }
+    free(ev);
+    EXPECT(seen_b, "no received line for B");
+    EXPECT(first_b < last_a, "B was served only after all of A's data: no yield");
+    /* The budget is checked before each read of at most max_size bytes. */
+    EXPECT(worst < 2 * max, "A read %zu bytes in one turn (max_size %zu)", worst, max);
+    EXPECT(turns >= (int)(big / (2 * max)), "A's 1 MiB came in %d turns", turns);
+    free(out);
+    free(back);
+    close(a);
+    close(b);
+}
+END_TEST
+
 START_TEST(test_conn_received_false_yields_to_other_connections)
 {
     const size_t big = 256 * 1024;
@@ -993,7 +1057,9 @@ static Suite *conn_suite(void)
         {"expect",
          {test_conn_expect_delivers_exact_frames,
           test_conn_expect_above_max_size_is_refused}},
-        {"yield", {test_conn_received_false_yields_to_other_connections}},
+        {"yield",
+         {test_conn_received_false_yields_to_other_connections,
+          test_conn_max_size_per_turn_yields_to_other_connections}},
         {"read_buffer", {test_conn_read_buffer_grows_from_init_to_max_size}},
         {"close",
          {test_conn_graceful_close_delivers_all_then_eof,

@@ -90,6 +90,11 @@ struct connd_connect_opts {
     const char *plugin;  /* plugin instance name to own the connection; NULL: the caller */
     void *user;          /* initial user data of the new connection */
     uint64_t timeout_ms; /* whole connect, resolution included; 0: 10000 */
+    /* Added in the second layout (size >= offsetof(.., limits_of) + its size):
+     * take the read and write limits (init_size, max_size, watermarks,
+     * max_pending) of this connection, e.g. the accepted one a proxy relays
+     * for; NULL: the listener defaults. Borrowed for the call only. */
+    const struct connd_conn *limits_of;
 };
 
 /*

@@ -113,7 +113,8 @@ static void proxy_accepted(void *state, struct connd_conn *c)
     struct proxy *px = state;
     struct pair *pr = calloc(1, sizeof(*pr));
     struct connd_connect_opts o = {
-        .size = sizeof(o), .user = pr, .timeout_ms = px->connect_timeout_ms};
+        .size = sizeof(o), .user = pr, .timeout_ms = px->connect_timeout_ms,
+        .limits_of = c}; /* both sides read and queue alike */
     int rc;
 
     if (!pr) {
