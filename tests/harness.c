@@ -337,6 +337,26 @@ long daemon_rss_kb(const struct daemon *d)
     return kb;
 }
 
+void daemon_fail_now(struct daemon *d, int drain_ms, size_t tail_bytes)
+{
+    if (d->log && d->status == -1 && d->pid > 0)
+        daemon_drain_log(d, drain_ms); /* what it said up to now */
+    if (d->log) {
+        size_t from = d->log_len > tail_bytes ? d->log_len - tail_bytes : 0;
+        fprintf(stderr, "---- connd log (tail) ----\n%s\n---- end ----\n", d->log + from);
+    }
+    if (d->pid > 0 && d->status == -1) {
+        kill(d->pid, SIGKILL);
+        waitpid(d->pid, &d->status, 0);
+    }
+    if (d->dir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", d->dir);
+    }
+}
+
 void daemon_free(struct daemon *d)
 {
     char cmd[128];

@@ -76,6 +76,11 @@ int daemon_port(struct daemon *d, const char *name);
 int daemon_stop(struct daemon *d, int sig, int timeout_ms);
 /* Resident set size of the daemon in KiB, or -1. */
 long daemon_rss_kb(const struct daemon *d);
+/* For a failed check, before Check ends the test with _exit (so no
+ * teardown runs): while d runs, read what it logs for drain_ms more; print
+ * the last tail_bytes of its log to stderr; SIGKILL and reap it; remove its
+ * temp dir. d->log stays readable for the failure message. */
+void daemon_fail_now(struct daemon *d, int drain_ms, size_t tail_bytes);
 /* Free everything and remove the temp dir; kills the daemon if alive. */
 void daemon_free(struct daemon *d);
 

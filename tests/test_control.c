@@ -103,18 +103,8 @@ static void remove_tree(const char *dir)
  * freed, so the failure message may still read D.log. */
 static void on_failure(void)
 {
-    if (d_started && D.log && D.status == -1)
-        daemon_drain_log(&D, 300); /* what it said up to now */
-    if (d_started && D.log) {
-        size_t from = D.log_len > 24000 ? D.log_len - 24000 : 0;
-        fprintf(stderr, "---- connd log (tail) ----\n%s\n---- end ----\n", D.log + from);
-    }
-    if (d_started && D.pid > 0 && D.status == -1) {
-        kill(D.pid, SIGKILL);
-        waitpid(D.pid, NULL, 0);
-    }
-    if (d_started && D.dir[0])
-        remove_tree(D.dir);
+    if (d_started)
+        daemon_fail_now(&D, 300, 24000);
     if (scratch[0])
         remove_tree(scratch);
 }

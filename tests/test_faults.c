@@ -108,25 +108,10 @@ static char notify_path[108]; /* the wedge test's NOTIFY_SOCKET, when bound */
  * ends a failed test with _exit, so no teardown runs). */
 static void on_failure(void)
 {
-    if (d_started && D.log && D.status == -1 && D.pid > 0)
-        daemon_drain_log(&D, 200);
-    if (d_started && D.log) {
-        size_t from = D.log_len > 20000 ? D.log_len - 20000 : 0;
-        fprintf(stderr, "---- connd log (tail) ----\n%s\n---- end ----\n", D.log + from);
-    }
-    if (d_started && D.pid > 0 && D.status == -1) {
-        kill(D.pid, SIGKILL);
-        waitpid(D.pid, NULL, 0);
-        D.status = 0;
-    }
+    if (d_started)
+        daemon_fail_now(&D, 200, 20000);
     if (notify_path[0])
         unlink(notify_path);
-    if (d_started && D.dir[0]) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", D.dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", D.dir);
-    }
 }
 
 #define CHECK(cond, ...)                                                                 \
