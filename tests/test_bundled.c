@@ -679,6 +679,48 @@ START_TEST(test_proxy_passes_the_upstreams_half_close_and_still_relays_the_clien
 }
 END_TEST
 
+/* The upstream connection reads and queues with the client's listener
+ * limits (connect opts limits_of), not the defaults. */
+START_TEST(test_proxy_upstream_takes_the_listeners_limits)
+{
+    int up = start_echo_upstream(), port, fd;
+    json_t *list, *show;
+    json_int_t id = 0;
+    size_t i;
+    json_t *e;
+
+    port = start(&D, "p",
+                 CFG_HEAD "\"plugins\":[{\"name\":\"proxy\",\"file\":\"proxy.so\","
+                          "\"config\":{\"upstream\":\"127.0.0.1:%d\"}}],"
+                          "\"listeners\":[" LISTENER("p", "proxy",
+                                                       ",\"init_size\":512,\"max_size\":65536,"
+                                                       "\"high_watermark\":2097152,"
+                                                       "\"low_watermark\":524288,"
+                                                       "\"max_pending\":8388608") "]}",
+                 up);
+    fd = tcp_connect("127.0.0.1", port);
+    ck_assert_int_ge(fd, 0);
+    wait_upstream_connected();
+    ck_assert(io_echoes(fd, "limits"));
+    list = ctl_result(&D, "conn.list", "{}");
+    json_array_foreach(list, i, e)
+        if (json_is_null(json_object_get(e, "listener")) || !json_object_get(e, "listener"))
+            id = json_integer_value(json_object_get(e, "id"));
+    ck_assert_msg(id > 0, "no outgoing connection in %s", json_dumps(list, JSON_COMPACT));
+    json_decref(list);
+    show = conn_show(&D, id);
+    ck_assert_int_eq(json_int_at(show, "limits", "init_size"), 512);
+    ck_assert_int_eq(json_int_at(show, "limits", "max_size"), 65536);
+    ck_assert_int_eq(json_int_at(show, "limits", "high_watermark"), 2097152);
+    ck_assert_int_eq(json_int_at(show, "limits", "low_watermark"), 524288);
+    ck_assert_int_eq(json_int_at(show, "limits", "max_pending"), 8388608);
+    json_decref(show);
+    close(fd);
+    stop_clean(&D);
+    stop_clean(&U);
+}
+END_TEST
+
 START_TEST(test_proxy_closes_the_client_and_logs_when_the_upstream_is_down)
 {
     int up_port = dead_port();
@@ -1123,6 +1165,7 @@ static Suite *bundled_suite(void)
     tcase_add_test(
         tc, test_proxy_passes_the_upstreams_half_close_and_still_relays_the_client);
     tcase_add_test(tc, test_proxy_closes_the_client_and_logs_when_the_upstream_is_down);
+    tcase_add_test(tc, test_proxy_upstream_takes_the_listeners_limits);
     tcase_add_test(
         tc, test_proxy_closes_the_client_after_connect_timeout_on_a_silent_upstream);
     tcase_add_test(tc, test_proxy_without_upstream_makes_connd_exit_1_naming_the_key);
