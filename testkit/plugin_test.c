@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -164,7 +165,12 @@ static int h_connect(struct connd_plugin *cp, const char *host, const char *port
         if (opts->from && opts->from[0] && inet_pton(AF_INET, opts->from, addr) != 1 &&
             inet_pton(AF_INET6, opts->from, addr) != 1)
             return -EINVAL;
-        t.opts = *opts;
+        /* An older plugin's struct may end before a later field. */
+        memcpy(&t.opts, opts,
+               opts->size && opts->size < sizeof(t.opts) ? opts->size
+               : opts->size ? sizeof(t.opts)
+                            : offsetof(struct connd_connect_opts, limits_of));
+        t.opts.size = sizeof(t.opts);
         t.opts.from = opts->from ? strdup(opts->from) : NULL;
         t.opts.plugin = opts->plugin ? strdup(opts->plugin) : NULL;
     }
@@ -179,6 +185,9 @@ static int h_connect(struct connd_plugin *cp, const char *host, const char *port
         return -ENOMEM;
     }
     c->state = S_CONNECTING;
+    if (t.opts.limits_of) /* borrowed for the call only, like connd */
+        c->lim = cpt__conn_get(t.opts.limits_of)->lim;
+    t.opts.limits_of = NULL;
     c->target = t;
     c->user = t.opts.user;
     c->deadline = h->now + (t.opts.timeout_ms ? t.opts.timeout_ms : CONNECT_TIMEOUT_MS);
