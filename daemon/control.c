@@ -12,6 +12,14 @@
  * not read, above CTL_EVENT_MAX its events are dropped and counted (the
  * count arrives later as one events_lost event), and a client whose output
  * makes no progress for CTL_STALL_MS, or passes CTL_OUT_MAX, is dropped.
+ *
+ * A large result (conn.list of many connections) is made in parts: rpc.c
+ * makes the first and leaves cl->job set; a uv_idle then makes one part per
+ * loop turn for each such client, at most CTL_JOB_STEP_US each, while the
+ * client has at most CTL_JOB_OUT_LOW bytes unread (its write callback lets
+ * it go on). Meanwhile the client's later requests wait, in order, and its
+ * events are counted as lost; other clients and connections are served
+ * between the parts.
  */
 #include "control.h"
 
@@ -36,6 +44,7 @@ struct ctl_wreq {
 };
 
 static void client_read_update(struct ctl_client *cl);
+static void client_job_queue(struct ctl_client *cl);
 static void control_handle_closed_cb(uv_handle_t *h);
 
 /* ---- clients ----------------------------------------------------------- */
@@ -66,6 +75,8 @@ void control_client_close(struct ctl_client *cl)
         return;
     cl->closing = true;
     list_del(&cl->link);
+    list_del(&cl->job_link);
+    rpc_job_cancel(cl);
     if (list_linked(&cl->sub_link)) {
         list_del(&cl->sub_link);
         cl->ctl->lp->n_subscribers--;
@@ -96,33 +107,26 @@ static void client_write_cb(uv_write_t *req, int status)
     }
     rpc_client_drained(cl);
     client_read_update(cl);
+    client_job_queue(cl);
 }
 
-int control_send(struct ctl_client *cl, const char *text, size_t len, bool is_event)
+/* Queue len bytes of text for cl, and a newline when `eol`; no bound is
+ * checked here. Returns 0 or a negative errno (cl is then being closed). */
+static int client_write(struct ctl_client *cl, const char *text, size_t len, bool eol)
 {
     struct ctl_wreq *w;
     uv_buf_t b;
     int rc;
 
-    if (cl->closing)
-        return -EPIPE;
-    if (is_event && cl->out_pending > CTL_EVENT_MAX) {
-        cl->ev_lost++;
-        return 0;
-    }
-    if (cl->out_pending + len > CTL_OUT_MAX) {
-        log_warn("control: client pid %d: more than %d bytes of replies unread, dropped",
-                 (int)cl->pid, CTL_OUT_MAX);
-        control_client_close(cl);
-        return -ENOBUFS;
-    }
-    if (!(w = malloc(sizeof(*w) + len + 1))) {
+    if (!(w = malloc(sizeof(*w) + len + eol))) {
         control_client_close(cl);
         return -ENOMEM;
     }
-    memcpy(w->data, text, len);
-    w->data[len] = '\n';
-    w->len = len + 1;
+    if (len)
+        memcpy(w->data, text, len);
+    if (eol)
+        w->data[len] = '\n';
+    w->len = len + eol;
     b = uv_buf_init(w->data, (unsigned)w->len);
     if ((rc = uv_write(&w->req, (uv_stream_t *)&cl->pipe, &b, 1, client_write_cb)) < 0) {
         free(w);
@@ -133,6 +137,96 @@ int control_send(struct ctl_client *cl, const char *text, size_t len, bool is_ev
         cl->stalled_since = uv_now(&cl->ctl->lp->uv);
     cl->out_pending += w->len;
     return 0;
+}
+
+int control_send(struct ctl_client *cl, const char *text, size_t len, bool is_event)
+{
+    if (cl->closing)
+        return -EPIPE;
+    if (is_event && !ctl_client_takes_events(cl)) {
+        cl->ev_lost++;
+        return 0;
+    }
+    if (cl->out_pending + len > CTL_OUT_MAX) {
+        log_warn("control: client pid %d: more than %d bytes of replies unread, dropped",
+                 (int)cl->pid, CTL_OUT_MAX);
+        control_client_close(cl);
+        return -ENOBUFS;
+    }
+    return client_write(cl, text, len, true);
+}
+
+/* ---- replies made in parts ----------------------------------------------- */
+
+/* Queue what rpc.c made of cl's reply so far, and the newline once `done`. */
+static int client_job_flush(struct ctl_client *cl, bool done)
+{
+    int rc = 0;
+
+    if (cl->job_out.len || done)
+        rc = client_write(cl, cl->job_out.p, cl->job_out.len, done);
+    cl->job_out.len = 0;
+    if (done)
+        rpc_buf_free(&cl->job_out); /* an idle client keeps no part buffer */
+    return rc;
+}
+
+/* Make the next part of cl's reply (all of it when budget_ns is 0) and
+ * queue it. Once the reply is complete, the requests that waited behind it
+ * are handled, in order. */
+static void client_job_step(struct ctl_client *cl, uint64_t budget_ns)
+{
+    int rc;
+
+    if (!cl->job || cl->closing)
+        return;
+    if ((rc = rpc_job_run(cl, budget_ns)) < 0) {
+        log_warn("control: client pid %d: out of memory amid a reply, dropped",
+                 (int)cl->pid);
+        control_client_close(cl);
+        return;
+    }
+    if (client_job_flush(cl, rc == 1) < 0 || cl->closing)
+        return;
+    if (rc == 1) {
+        rpc_client_drained(cl); /* events may go again */
+        client_read_update(cl);
+    } else {
+        client_job_queue(cl);
+    }
+}
+
+static void control_job_cb(uv_idle_t *h)
+{
+    struct control *ctl = h->data;
+    struct list run;
+
+    /* One part per client this turn; a client queued again (or anew)
+     * meanwhile waits for the next turn, after the poll phase has served
+     * everyone else. */
+    list_init(&run);
+    list_splice(&ctl->jobs, &run);
+    while (!list_empty(&run)) {
+        struct ctl_client *cl = container_of(run.next, struct ctl_client, job_link);
+        list_del(&cl->job_link);
+        client_job_step(cl, (uint64_t)CTL_JOB_STEP_US * 1000);
+    }
+    if (list_empty(&ctl->jobs))
+        uv_idle_stop(&ctl->job_idle);
+}
+
+/* Let cl's reply go on from the next turn, unless the client has more than
+ * CTL_JOB_OUT_LOW bytes unread: then its write callback queues it again. */
+static void client_job_queue(struct ctl_client *cl)
+{
+    struct control *ctl = cl->ctl;
+
+    if (!cl->job || cl->closing || list_linked(&cl->job_link) ||
+        cl->out_pending > CTL_JOB_OUT_LOW)
+        return;
+    if (list_empty(&ctl->jobs))
+        uv_idle_start(&ctl->job_idle, control_job_cb);
+    list_add_tail(&ctl->jobs, &cl->job_link);
 }
 
 static void client_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -156,12 +250,13 @@ static void client_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 }
 
 /* Handle every complete line in the buffer, in order, while the client can
- * take replies; keep the incomplete tail. */
+ * take replies and no reply of its own is being made in parts; keep the
+ * rest. */
 static void client_process(struct ctl_client *cl)
 {
     size_t start = 0;
 
-    while (!cl->closing && cl->out_pending <= CTL_OUT_PAUSE) {
+    while (!cl->closing && !cl->job && cl->out_pending <= CTL_OUT_PAUSE) {
         char *nl = memchr(cl->in + cl->scanned, '\n', cl->in_len - cl->scanned);
         size_t len;
 
@@ -183,10 +278,15 @@ static void client_process(struct ctl_client *cl)
     }
     if (cl->closing)
         return;
-    /* A line longer than the limit without its newline yet: answer now,
-     * then drop input up to the newline. */
-    if (!cl->discarding && cl->in_len - start > CTL_LINE_MAX &&
-        !memchr(cl->in + start, '\n', cl->in_len - start)) {
+    if (cl->job) {
+        /* The last line's reply is being made in parts: queue the first,
+         * the rest follows from control_job_cb. */
+        if (client_job_flush(cl, false) == 0)
+            client_job_queue(cl);
+    } else if (!cl->discarding && cl->in_len - start > CTL_LINE_MAX &&
+               !memchr(cl->in + start, '\n', cl->in_len - start)) {
+        /* A line longer than the limit without its newline yet: answer
+         * now, then drop input up to the newline. */
         rpc_reply_oversized(cl);
         cl->discarding = true;
         start = cl->in_len;
@@ -223,18 +323,20 @@ static void client_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     client_read_update(cl);
 }
 
-/* Read requests only while the client takes its replies. */
+/* Read requests only while the client takes its replies and none of its
+ * replies is being made in parts. */
 static void client_read_update(struct ctl_client *cl)
 {
-    bool want = !cl->closing && !cl->ctl->stopping && cl->out_pending <= CTL_OUT_PAUSE;
+    bool want = !cl->closing && !cl->ctl->stopping && !cl->job &&
+                cl->out_pending <= CTL_OUT_PAUSE;
 
     if (want && cl->in_len > cl->scanned) {
         client_process(cl); /* lines held while paused */
-        want = !cl->closing && cl->out_pending <= CTL_OUT_PAUSE;
+        want = !cl->closing && !cl->job && cl->out_pending <= CTL_OUT_PAUSE;
     }
     if (cl->eof && !cl->closing) {
         /* Done once every held line is answered and written. */
-        if (cl->in_len == cl->scanned && !cl->out_pending)
+        if (cl->in_len == cl->scanned && !cl->out_pending && !cl->job)
             control_client_close(cl);
         want = false;
     }
@@ -279,6 +381,7 @@ static void client_new(struct control *ctl, int fd)
     cl->ctl = ctl;
     ctl->handles++; /* the control struct outlives its clients */
     list_init(&cl->sub_link);
+    list_init(&cl->job_link);
     list_add_tail(&ctl->clients, &cl->link);
     ctl->n_clients++;
     if (uv_pipe_open(&cl->pipe, fd) < 0) {
@@ -432,10 +535,13 @@ int control_start(struct loop *lp)
     ctl->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     list_init(&ctl->clients);
     list_init(&ctl->subscribers);
+    list_init(&ctl->jobs);
     uv_poll_init_socket(&lp->uv, &ctl->poll, fd);
     uv_timer_init(&lp->uv, &ctl->stall_timer);
-    ctl->poll.data = ctl->stall_timer.data = ctl;
-    ctl->handles = 2;
+    uv_idle_init(&lp->uv, &ctl->job_idle);
+    ctl->poll.data = ctl->stall_timer.data = ctl->job_idle.data = ctl;
+    ctl->handles = 3;
+    ctl->jobs_ok = true;
     uv_poll_start(&ctl->poll, UV_READABLE, control_accept_cb);
     uv_timer_start(&ctl->stall_timer, control_stall_cb, 1000, 1000);
     uv_unref((uv_handle_t *)&ctl->stall_timer);
@@ -451,11 +557,16 @@ void control_stop(struct control *ctl)
         return;
     ctl->lp->ctl = NULL;
     ctl->stopping = true;
+    ctl->jobs_ok = false;
     /* Clients go once their last reply is written (daemon.shutdown's own
-     * reply among them), or after a short grace period. */
+     * reply among them), or after a short grace period. A reply still
+     * being made in parts is finished now: no more turns are promised. */
     for (struct list *n = ctl->clients.next, *next; n != &ctl->clients; n = next) {
         struct ctl_client *cl = container_of(n, struct ctl_client, link);
         next = n->next;
+        client_job_step(cl, 0);
+        if (cl->closing)
+            continue;
         if (cl->out_pending) {
             if (cl->reading)
                 uv_read_stop((uv_stream_t *)&cl->pipe);
@@ -465,6 +576,7 @@ void control_stop(struct control *ctl)
         }
     }
     uv_close((uv_handle_t *)&ctl->poll, control_handle_closed_cb);
+    uv_close((uv_handle_t *)&ctl->job_idle, control_handle_closed_cb);
     if (ctl->n_clients == 0)
         uv_close((uv_handle_t *)&ctl->stall_timer, control_handle_closed_cb);
     else

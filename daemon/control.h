@@ -21,11 +21,29 @@ struct loop;
 #define CTL_LINE_MAX (1024 * 1024)     /* request line, newline not counted */
 #define CTL_OUT_PAUSE (1024 * 1024)    /* stop reading requests above this */
 #define CTL_EVENT_MAX (256 * 1024)     /* drop events (events_lost) above this */
-#define CTL_OUT_MAX (64 * 1024 * 1024) /* disconnect above this */
+#define CTL_OUT_MAX (64 * 1024 * 1024) /* disconnect above (replies in parts: never) */
 #define CTL_STALL_MS 10000             /* disconnect after no output progress */
 #define CTL_STOP_GRACE_MS 1000         /* at exit, for the last replies */
+/* A reply made in parts (a large conn.list, see rpc_job_run) gets at most
+ * CTL_JOB_STEP_US of the loop per turn and per client, so that other
+ * clients and connections are served in between; the next part is made
+ * only while the client has at most CTL_JOB_OUT_LOW bytes unread, so a
+ * reply of any size takes bounded memory and reaches a client that reads. */
+#define CTL_JOB_STEP_US 100
+#define CTL_JOB_CHUNK (128 * 1024) /* a part ends at this many bytes */
+#define CTL_JOB_OUT_LOW (256 * 1024)
 
 enum ctl_role { CTL_ROLE_NONE, CTL_ROLE_READONLY, CTL_ROLE_ADMIN };
+
+struct rpc_job;
+
+/* Text being built: a growable buffer (rpc.c's rpc_buf_* functions). */
+struct ctl_buf {
+    char *p;
+    size_t len, cap;
+    bool on_stack; /* p is the caller's array, not to be freed */
+    bool failed;   /* an allocation failed: the text is incomplete */
+};
 
 struct ctl_client {
     uv_pipe_t pipe;
@@ -47,7 +65,19 @@ struct ctl_client {
     uint64_t ev_conn;  /* 0: any */
     char ev_listener[65];
     uint64_t ev_seq, ev_lost;
+    /* A reply being made in parts: its requests after it wait, and so do
+     * its events (counted as lost), so that nothing cuts into the line. */
+    struct rpc_job *job;
+    struct ctl_buf job_out; /* the part made and not yet queued */
+    struct list job_link;   /* control.jobs, while its next part may be made */
 };
+
+/* Whether an event may go to cl now: not while a reply is being made in
+ * parts, nor when more than CTL_EVENT_MAX bytes are unread. */
+static inline bool ctl_client_takes_events(const struct ctl_client *cl)
+{
+    return !cl->job && cl->out_pending <= CTL_EVENT_MAX;
+}
 
 struct control {
     struct loop *lp;
@@ -57,10 +87,16 @@ struct control {
     uv_timer_t stall_timer;
     struct list clients;
     struct list subscribers;
+    struct list jobs;   /* clients whose reply in parts may go on */
+    uv_idle_t job_idle; /* runs while jobs is not empty */
     size_t n_clients;
-    int handles; /* poll, stall timer and clients not yet closed */
+    int handles; /* poll, stall timer, job idle and clients not yet closed */
     bool stopping;
     bool accept_paused; /* out of fds: the stall timer resumes accepting */
+    /* Replies may be made in parts over several loop turns. Set by
+     * control_start; a control struct made elsewhere (the fuzz target's,
+     * zeroed) gets every reply whole, within rpc_handle_line(). */
+    bool jobs_ok;
 };
 
 /* Create the socket at the config's path with its mode and start serving.

@@ -1,8 +1,9 @@
 /*
  * events.c: builds one event object and sends it to every subscriber whose
  * filter matches, each with its own sequence number. A subscriber that is
- * behind loses events (control_send counts them) and later gets one
- * events_lost {count}; nothing is buffered without bound.
+ * behind, or in the middle of a reply made in parts (a large conn.list),
+ * loses events (control_send counts them) and later gets one events_lost
+ * {count}; nothing is buffered without bound.
  */
 #include "events.h"
 
@@ -71,8 +72,8 @@ static void events_fan_out(struct loop *lp, enum event_type t, uint64_t conn,
             continue;
         }
         json_object_set_new(params, "seq", json_integer((json_int_t)(cl->ev_seq + 1)));
-        if (cl->out_pending <= CTL_EVENT_MAX)
-            cl->ev_seq++;
+        if (ctl_client_takes_events(cl))
+            cl->ev_seq++; /* else control_send drops and counts it */
         rpc_send_json(cl, msg, true);
     }
     json_decref(msg);

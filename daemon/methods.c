@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -28,19 +29,64 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static json_t *addr_json(const struct conn *c, bool peer)
+/* Decimal digits of v at p; returns the end. */
+static char *put_uint(char *p, unsigned v)
+{
+    char tmp[10];
+    int n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* c's local or remote address as listener_format_addr writes it
+ * ("1.2.3.4:80", "[::1]:80") into buf (64 bytes); returns its length, or 0
+ * when there is none (connecting, closed, or no longer connected). The two
+ * system calls were most of conn.list's time: the local address of a
+ * connection accepted on a listener bound to one address is the listener's,
+ * without asking. IPv4 is formatted here: inet_ntop and snprintf cost more
+ * than the system call. */
+static size_t conn_addr(const struct conn *c, bool peer, char *buf)
 {
     struct sockaddr_storage ss;
-    int len = sizeof(ss), fd = conn_fd(c);
-    char buf[64];
+    socklen_t len = sizeof(ss);
+    int fd = conn_fd(c);
+    size_t n;
 
     if (fd < 0)
-        return json_null();
-    if ((peer ? uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len)
-              : uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len)) < 0)
-        return json_null();
-    listener_format_addr((struct sockaddr *)&ss, buf, sizeof(buf));
-    return json_string(buf);
+        return 0;
+    if (!peer && c->listener && c->listener->local[0] &&
+        strncmp(c->listener->local, "0.0.0.0:", 8) != 0 &&
+        strncmp(c->listener->local, "[::]:", 5) != 0) {
+        /* Accepted on a listener bound to one address: that is the local
+         * address (the listener's struct keeps its own socket's address
+         * for life; a rebind on reload makes a new listener). */
+        n = strlen(c->listener->local);
+        memcpy(buf, c->listener->local, n + 1);
+        return n;
+    }
+    if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
+              : getsockname(fd, (struct sockaddr *)&ss, &len)) < 0)
+        return 0;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+        const uint8_t *a = (const uint8_t *)&s4->sin_addr;
+        char *p = buf;
+        for (int i = 0; i < 4; i++) {
+            p = put_uint(p, a[i]);
+            *p++ = i < 3 ? '.' : ':';
+        }
+        p = put_uint(p, ntohs(s4->sin_port));
+        *p = '\0';
+        return (size_t)(p - buf);
+    }
+    listener_format_addr((struct sockaddr *)&ss, buf, 64);
+    return strlen(buf);
 }
 
 static json_t *mute_reasons_json(const struct conn *c)
@@ -52,20 +98,88 @@ static json_t *mute_reasons_json(const struct conn *c)
     return a;
 }
 
-static json_t *conn_json(const struct conn *c, bool detail)
+static void buf_bool(struct ctl_buf *b, bool v)
 {
-    uint64_t now = uv_now(&c->lp->uv);
-    json_t *o = json_pack(
-        "{s:I, s:o, s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:b, s:o, s:b, s:I, s:I}", "id",
-        (json_int_t)c->id, "listener", c->listener ? json_string(c->listener->name) : json_null(),
-        "plugin", c->plugin->name, "state", conn_state_name(c), "local", addr_json(c, false),
-        "remote", addr_json(c, true), "bytes_in", (json_int_t)c->bytes_in, "bytes_out",
-        (json_int_t)c->bytes_out, "pending", (json_int_t)c->pending, "muted",
-        c->mute_mask != 0, "mute_reasons", mute_reasons_json(c), "throttled", c->throttled,
-        "created_ms", (json_int_t)c->created_ms, "idle_ms",
-        (json_int_t)(now > c->last_active_ms ? now - c->last_active_ms : 0));
+    if (v)
+        rpc_buf_lit(b, "true");
+    else
+        rpc_buf_lit(b, "false");
+}
 
-    if (o && detail) {
+/* Append c's conn.list entry as JSON text, written directly: no jansson
+ * tree per entry. `now` is the loop time for idle_ms. Names that are not
+ * valid UTF-8 (impossible for listener and plugin names, which config.c
+ * checks) show as null; such a mute reason is left out. */
+static void conn_entry(struct ctl_buf *b, const struct conn *c, uint64_t now)
+{
+    char addr[64];
+    size_t n;
+    bool first = true;
+
+    rpc_buf_lit(b, "{\"id\":");
+    rpc_buf_int(b, (int64_t)c->id);
+    rpc_buf_lit(b, ",\"listener\":");
+    if (!c->listener || !rpc_buf_str(b, c->listener->name))
+        rpc_buf_lit(b, "null");
+    rpc_buf_lit(b, ",\"plugin\":");
+    if (!rpc_buf_str(b, c->plugin->name))
+        rpc_buf_lit(b, "null");
+    rpc_buf_lit(b, ",\"state\":");
+    rpc_buf_str(b, conn_state_name(c));
+    for (int peer = 0; peer < 2; peer++) {
+        if (peer)
+            rpc_buf_lit(b, ",\"remote\":");
+        else
+            rpc_buf_lit(b, ",\"local\":");
+        if ((n = conn_addr(c, peer, addr)) > 0) {
+            rpc_buf_lit(b, "\"");
+            rpc_buf_add(b, addr, n); /* digits, dots, colons, brackets, hex */
+            rpc_buf_lit(b, "\"");
+        } else {
+            rpc_buf_lit(b, "null");
+        }
+    }
+    rpc_buf_lit(b, ",\"bytes_in\":");
+    rpc_buf_int(b, (int64_t)c->bytes_in);
+    rpc_buf_lit(b, ",\"bytes_out\":");
+    rpc_buf_int(b, (int64_t)c->bytes_out);
+    rpc_buf_lit(b, ",\"pending\":");
+    rpc_buf_int(b, (int64_t)c->pending);
+    rpc_buf_lit(b, ",\"muted\":");
+    buf_bool(b, c->mute_mask != 0);
+    rpc_buf_lit(b, ",\"mute_reasons\":[");
+    for (int i = 0; i < LOOP_MAX_MUTE_REASONS && c->mute_mask >> i; i++) {
+        size_t mark = b->len;
+        if (!(c->mute_mask & (1u << i)))
+            continue;
+        if (!first)
+            rpc_buf_lit(b, ",");
+        if (rpc_buf_str(b, c->lp->mute_reasons[i]))
+            first = false;
+        else if (!b->failed)
+            b->len = mark;
+    }
+    rpc_buf_lit(b, "],\"throttled\":");
+    buf_bool(b, c->throttled);
+    rpc_buf_lit(b, ",\"created_ms\":");
+    rpc_buf_int(b, (int64_t)c->created_ms);
+    rpc_buf_lit(b, ",\"idle_ms\":");
+    rpc_buf_int(b, (int64_t)(now > c->last_active_ms ? now - c->last_active_ms : 0));
+    rpc_buf_lit(b, "}");
+}
+
+/* conn.show: the conn.list entry (parsed back, so both have one source)
+ * plus the details. */
+static json_t *conn_json(const struct conn *c)
+{
+    char stack[1024];
+    struct ctl_buf b = {.p = stack, .cap = sizeof(stack), .on_stack = true};
+    json_t *o;
+
+    conn_entry(&b, c, uv_now(&c->lp->uv));
+    o = b.failed ? NULL : json_loadb(b.p, b.len, 0, NULL);
+    rpc_buf_free(&b);
+    if (o) {
         int fd = conn_fd(c), nodelay = 0, keepalive = 0, rcvbuf = 0, sndbuf = 0;
         socklen_t il = sizeof(int);
         if (fd >= 0) {
@@ -183,12 +297,9 @@ static bool selector_match(const struct selector *s, const struct conn *c, uint6
     if (s->has_idle && now - c->last_active_ms <= s->idle_ms_gt)
         return false;
     if (s->remote_prefix) {
-        json_t *remote = addr_json(c, true);
-        bool ok = json_is_string(remote) &&
-                  strncmp(json_string_value(remote), s->remote_prefix,
-                          strlen(s->remote_prefix)) == 0;
-        json_decref(remote);
-        if (!ok)
+        char remote[64];
+        if (!conn_addr(c, true, remote) ||
+            strncmp(remote, s->remote_prefix, strlen(s->remote_prefix)) != 0)
             return false;
     }
     return true;
@@ -316,25 +427,108 @@ static int m_status(struct rpc_req *r, json_t *p, json_t **res)
     return 0;
 }
 
+/* conn.list, made in parts (see struct rpc_job): for a client of
+ * control.c, a large list takes several loop turns, so the cursor must
+ * survive connections closing in between. It remembers the last connection
+ * looked at by pointer and id; ids grow along lp->conns (conn.c numbers a
+ * connection as it appends it), so when that one is gone the next is the
+ * first with a larger id. Connections made after the request are left out,
+ * so the reply ends however fast new ones come. */
+struct list_job {
+    struct rpc_job job;
+    struct loop *lp;
+    char *listener;    /* only its connections, or NULL */
+    struct conn *last; /* the last connection looked at, or NULL */
+    uint64_t last_id;
+    uint64_t end_id; /* the newest connection's id when asked */
+    size_t n;        /* entries written */
+    bool opened;     /* "[" written */
+};
+
+/* The node after the last connection looked at. */
+static struct list *list_job_next(struct list_job *lj)
+{
+    struct list *head = &lj->lp->conns, *n;
+    struct conn *c;
+
+    if (!lj->last)
+        return head->next;
+    if (lj->last_id >= lj->end_id)
+        return head; /* the rest came after the request */
+    if (idmap_get(&lj->lp->by_id, lj->last_id) == lj->last)
+        return lj->last->link.next; /* still there */
+    /* Gone: the next live id is usually close by; else walk from the start. */
+    for (uint64_t id = lj->last_id + 1; id <= lj->end_id && id <= lj->last_id + 64; id++)
+        if ((c = idmap_get(&lj->lp->by_id, id)))
+            return &c->link;
+    for (n = head->next; n != head; n = n->next)
+        if (container_of(n, struct conn, link)->id > lj->last_id)
+            return n;
+    return head;
+}
+
+static int list_job_step(struct rpc_job *j, struct ctl_buf *out, uint64_t budget_ns)
+{
+    struct list_job *lj = (struct list_job *)j;
+    struct list *head = &lj->lp->conns, *n;
+    uint64_t now = uv_now(&lj->lp->uv), start = budget_ns ? uv_hrtime() : 0;
+    unsigned k = 0;
+
+    if (!lj->opened) {
+        rpc_buf_lit(out, "[");
+        lj->opened = true;
+    }
+    for (n = list_job_next(lj); n != head; n = n->next) {
+        struct conn *c = container_of(n, struct conn, link);
+        if (c->id > lj->end_id)
+            break;
+        lj->last = c;
+        lj->last_id = c->id;
+        if (c->state != CONN_CLOSED &&
+            (!lj->listener ||
+             (c->listener && strcmp(c->listener->name, lj->listener) == 0))) {
+            if (lj->n++)
+                rpc_buf_lit(out, ",");
+            conn_entry(out, c, now);
+        }
+        /* Check the clock every 16 connections looked at. */
+        if (budget_ns && ++k % 16 == 0 &&
+            (out->len >= CTL_JOB_CHUNK || uv_hrtime() - start >= budget_ns ||
+             out->failed))
+            return 0;
+    }
+    rpc_buf_lit(out, "]");
+    return 1;
+}
+
+static void list_job_free(struct rpc_job *j)
+{
+    struct list_job *lj = (struct list_job *)j;
+
+    free(lj->listener);
+    free(lj);
+}
+
 static int m_conn_list(struct rpc_req *r, json_t *params, json_t **res)
 {
     static const char *const keys[] = {"listener", NULL};
     const char *listener = NULL;
-    json_t *a;
+    struct list_job *lj;
 
+    (void)res;
     if ((params && rpc_params_known(r, params, keys) < 0) ||
         rpc_param_str(r, params, "listener", false, &listener) < 0)
         return -1;
-    a = json_array();
-    for (struct list *n = r->lp->conns.next; n != &r->lp->conns; n = n->next) {
-        struct conn *c = container_of(n, struct conn, link);
-        if (c->state == CONN_CLOSED)
-            continue;
-        if (listener && (!c->listener || strcmp(c->listener->name, listener) != 0))
-            continue;
-        json_array_append_new(a, conn_json(c, false));
+    if (!(lj = calloc(1, sizeof(*lj))) ||
+        (listener && !(lj->listener = strdup(listener)))) {
+        free(lj);
+        return rpc_fail(r, RPC_INTERNAL_ERROR, "out of memory");
     }
-    *res = a;
+    lj->job.step = list_job_step;
+    lj->job.free = list_job_free;
+    lj->lp = r->lp;
+    lj->end_id = r->lp->next_conn_id;
+    r->job = &lj->job;
     return 0;
 }
 
@@ -345,7 +539,7 @@ static int m_conn_show(struct rpc_req *r, json_t *params, json_t **res)
 
     if ((params && rpc_params_known(r, params, keys) < 0) || !(c = conn_param(r, params)))
         return -1;
-    *res = conn_json(c, true);
+    *res = conn_json(c);
     return 0;
 }
 

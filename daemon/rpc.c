@@ -8,13 +8,20 @@
  * even an error, as JSON-RPC 2.0 says. A line that is not a readable
  * request (bad JSON, not an object, no "jsonrpc": "2.0", no method string)
  * gets an error with "id": null. Batches (arrays) are refused with -32600.
+ *
+ * Every reply is serialised once, into a buffer that starts on the stack.
+ * A handler may return its result as a job instead (conn.list): the reply
+ * is then written as text around it, and for control.c's clients the job
+ * makes the rest over later loop turns (rpc_job_run).
  */
 #include "rpc.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -108,19 +115,149 @@ int rpc_params_known(struct rpc_req *r, json_t *params, const char *const *keys)
     return 0;
 }
 
-int rpc_send_json(struct ctl_client *cl, json_t *msg, bool is_event)
+/* ---- growable text ------------------------------------------------------- */
+
+bool rpc_buf_grow(struct ctl_buf *b, size_t n)
 {
-    size_t len = json_dumpb(msg, NULL, 0, JSON_COMPACT);
-    char stack[4096], *buf = len <= sizeof(stack) ? stack : malloc(len);
+    size_t cap = b->cap ? b->cap : 256;
+    char *p;
+
+    if (b->failed)
+        return false;
+    if (b->cap - b->len >= n)
+        return true;
+    while (cap - b->len < n) {
+        if (cap > SIZE_MAX / 2)
+            goto fail;
+        cap *= 2;
+    }
+    if (b->on_stack) {
+        if ((p = malloc(cap)) && b->len)
+            memcpy(p, b->p, b->len);
+    } else {
+        p = realloc(b->p, cap);
+    }
+    if (!p)
+        goto fail;
+    b->p = p;
+    b->cap = cap;
+    b->on_stack = false;
+    return true;
+fail:
+    b->failed = true;
+    return false;
+}
+
+void rpc_buf_free(struct ctl_buf *b)
+{
+    if (!b->on_stack)
+        free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+static int rpc_buf_dump_cb(const char *text, size_t len, void *data)
+{
+    struct ctl_buf *b = data;
+
+    rpc_buf_add(b, text, len);
+    return b->failed ? -1 : 0;
+}
+
+int rpc_buf_json(struct ctl_buf *b, const json_t *v)
+{
+    return json_dump_callback(v, rpc_buf_dump_cb, b, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+bool rpc_buf_str(struct ctl_buf *b, const char *s)
+{
+    size_t n = 0;
+    json_t *j;
     int rc;
 
-    if (!buf)
-        return -ENOMEM;
-    json_dumpb(msg, buf, len, JSON_COMPACT);
-    rc = control_send(cl, buf, len, is_event);
-    if (buf != stack)
-        free(buf);
+    /* Printable ASCII without quote or backslash is its own JSON text;
+     * anything else is left to jansson, escapes and UTF-8 checks alike. */
+    while (s[n] >= 0x20 && s[n] < 0x7f && s[n] != '"' && s[n] != '\\')
+        n++;
+    if (!s[n]) {
+        if (rpc_buf_grow(b, n + 2)) {
+            b->p[b->len++] = '"';
+            memcpy(b->p + b->len, s, n);
+            b->len += n;
+            b->p[b->len++] = '"';
+        }
+        return true;
+    }
+    if (!(j = json_string(s)))
+        return false;
+    rc = rpc_buf_json(b, j);
+    json_decref(j);
+    return rc == 0;
+}
+
+void rpc_buf_int(struct ctl_buf *b, int64_t v)
+{
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
+    char tmp[24], *end = tmp + sizeof(tmp), *p = end;
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+
+    /* Two digits per division: conn.list writes six numbers an entry. */
+    while (u >= 100) {
+        unsigned d = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--p = pairs[d + 1];
+        *--p = pairs[d];
+    }
+    if (u >= 10) {
+        *--p = pairs[u * 2 + 1];
+        *--p = pairs[u * 2];
+    } else {
+        *--p = (char)('0' + u);
+    }
+    if (v < 0)
+        *--p = '-';
+    rpc_buf_add(b, p, (size_t)(end - p));
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+int rpc_send_json(struct ctl_client *cl, json_t *msg, bool is_event)
+{
+    char stack[4096];
+    struct ctl_buf b = {.p = stack, .cap = sizeof(stack), .on_stack = true};
+    int rc;
+
+    /* One pass: the text grows in place (on the stack while it fits). */
+    if (rpc_buf_json(&b, msg) < 0)
+        rc = -ENOMEM;
+    else
+        rc = control_send(cl, b.p, b.len, is_event);
+    rpc_buf_free(&b);
     return rc;
+}
+
+int rpc_job_run(struct ctl_client *cl, uint64_t budget_ns)
+{
+    struct rpc_job *job = cl->job;
+    int done = job->step(job, &cl->job_out, budget_ns);
+
+    if (!done && !cl->job_out.failed)
+        return 0;
+    cl->job = NULL;
+    job->free(job);
+    rpc_buf_lit(&cl->job_out, "}");
+    return cl->job_out.failed ? -ENOMEM : 1;
+}
+
+void rpc_job_cancel(struct ctl_client *cl)
+{
+    if (cl->job) {
+        cl->job->free(cl->job);
+        cl->job = NULL;
+    }
+    rpc_buf_free(&cl->job_out);
 }
 
 /* Cut a UTF-8 sequence that a length limit split at the end of s, so that
@@ -166,6 +303,29 @@ void rpc_reply_oversized(struct ctl_client *cl)
     char msg[64];
     snprintf(msg, sizeof(msg), "request line longer than %d bytes", CTL_LINE_MAX);
     rpc_reply_error(cl, NULL, RPC_INVALID_REQUEST, msg, NULL);
+}
+
+/* The reply to request id whose result is job: the envelope, then as much
+ * of the result as one step makes. For control.c's clients the rest is made
+ * over later loop turns (control.c sees cl->job and queues cl->job_out);
+ * otherwise (or when one step was enough) the whole line goes out now. */
+static void rpc_job_start(struct ctl_client *cl, struct rpc_job *job, json_t *id)
+{
+    struct ctl_buf *b = &cl->job_out;
+    int rc;
+
+    rpc_buf_lit(b, "{\"jsonrpc\":\"2.0\",\"id\":");
+    rpc_buf_json(b, id);
+    rpc_buf_lit(b, ",\"result\":");
+    cl->job = job;
+    rc = rpc_job_run(cl, cl->ctl->jobs_ok ? (uint64_t)CTL_JOB_STEP_US * 1000 : 0);
+    if (rc == 0)
+        return;
+    if (rc == 1)
+        control_send(cl, b->p, b->len, false);
+    rpc_buf_free(b);
+    if (rc < 0)
+        rpc_reply_error(cl, id, RPC_INTERNAL_ERROR, "out of memory", NULL);
 }
 
 static const struct rpc_method *rpc_find(const char *name)
@@ -259,6 +419,11 @@ void rpc_handle_line(struct ctl_client *cl, const char *line, size_t len)
     if (m->fn(&r, params, &result) < 0) {
         if (id)
             rpc_reply_error(cl, id, r.code, r.msg, r.errname);
+    } else if (r.job) {
+        if (id)
+            rpc_job_start(cl, r.job, id);
+        else
+            r.job->free(r.job); /* a notification: nothing to make */
     } else if (id) {
         json_t *reply = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result",
                                   result ? result : json_null());
@@ -276,7 +441,7 @@ void rpc_client_drained(struct ctl_client *cl)
 {
     json_t *ev;
 
-    if (!cl->ev_lost || cl->out_pending > CTL_EVENT_MAX / 2)
+    if (!cl->ev_lost || cl->job || cl->out_pending > CTL_EVENT_MAX / 2)
         return;
     ev = json_pack("{s:s, s:s, s:{s:I, s:I, s:s, s:I}}", "jsonrpc", "2.0", "method",
                    "event", "params", "seq", (json_int_t)++cl->ev_seq, "ts_ms",

@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "control.h"
 
@@ -25,6 +26,17 @@
 #define RPC_LIMIT_REACHED -32005
 #define RPC_PERMISSION_DENIED -32006
 
+/* A result made in parts (conn.list): a handler sets rpc_req.job instead
+ * of its result. rpc.c writes the reply around it and, for a client of
+ * control.c, lets control.c make the rest over later loop turns. */
+struct rpc_job {
+    /* Append the next part of the result's text to out: all of it when
+     * budget_ns is 0, else about that much time's worth. Returns 1 once
+     * the result is complete, 0 while more is to come. */
+    int (*step)(struct rpc_job *j, struct ctl_buf *out, uint64_t budget_ns);
+    void (*free)(struct rpc_job *j);
+};
+
 /* One request being handled. */
 struct rpc_req {
     struct ctl_client *cl;
@@ -34,6 +46,7 @@ struct rpc_req {
     int code;
     char msg[256];
     const char *errname; /* "EADDRINUSE": error.data.errno */
+    struct rpc_job *job; /* a result made in parts, set instead of *result */
 };
 
 /* A handler returns 0 with *result set (a new reference), or -1 after
@@ -73,8 +86,42 @@ void rpc_handle_line(struct ctl_client *cl, const char *line, size_t len);
 void rpc_reply_oversized(struct ctl_client *cl);
 /* The client's output drained: deliver a pending events_lost. */
 void rpc_client_drained(struct ctl_client *cl);
-/* Serialise and send a JSON value to cl (is_event as control_send). */
+/* Serialise (once) and send a JSON value to cl (is_event as control_send). */
 int rpc_send_json(struct ctl_client *cl, json_t *msg, bool is_event);
+
+/* For control.c, while cl->job is set: append the next part of cl's reply
+ * to cl->job_out, spending about budget_ns (0: all of it). Returns 1 when
+ * the reply is complete (its closing brace is in job_out; cl->job is
+ * freed and NULL; the newline is the caller's), 0 when more is to come, or
+ * -ENOMEM (the job is freed: the reply cannot be finished). */
+int rpc_job_run(struct ctl_client *cl, uint64_t budget_ns);
+/* Drop cl's reply in progress, if any, and its buffer. */
+void rpc_job_cancel(struct ctl_client *cl);
+
+/* ---- growable text (struct ctl_buf) ---- */
+
+/* Make room for n more bytes; false (and b->failed) when out of memory. */
+bool rpc_buf_grow(struct ctl_buf *b, size_t n);
+void rpc_buf_free(struct ctl_buf *b);
+
+static inline void rpc_buf_add(struct ctl_buf *b, const void *s, size_t n)
+{
+    if (b->cap - b->len >= n || rpc_buf_grow(b, n)) {
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+    }
+}
+
+#define rpc_buf_lit(b, s) rpc_buf_add(b, s, sizeof(s) - 1)
+
+/* Append a value as JSON text, as jansson's JSON_COMPACT would write it. */
+int rpc_buf_json(struct ctl_buf *b, const json_t *v);
+/* Append s as a JSON string; false (nothing appended) when s is not valid
+ * UTF-8, which no JSON string can carry. */
+bool rpc_buf_str(struct ctl_buf *b, const char *s);
+/* Append a JSON integer (a uint64_t above INT64_MAX shows negative, as
+ * jansson's json_int_t would). */
+void rpc_buf_int(struct ctl_buf *b, int64_t v);
 
 /* The method table, NULL-name terminated (methods.c). */
 extern const struct rpc_method rpc_methods[];
