@@ -353,12 +353,54 @@ static void addrs_ready_cb(uv_timer_t *t)
         connector_go(cx);
 }
 
+/* host and port as one address when they are literals (an IP address the
+ * family allows, a decimal port): no resolver round trip through libuv's
+ * thread pool. Anything else (names, service names, scoped addresses, a
+ * family mismatch) goes to getaddrinfo, which reports it as before. */
+static bool literal_addr(const char *host, const char *port, const struct connect_params *prm,
+                         struct sockaddr_storage *ss)
+{
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    unsigned long pn = 0;
+    size_t i;
+
+    for (i = 0; port[i] >= '0' && port[i] <= '9' && i < 5; i++)
+        pn = pn * 10 + (unsigned long)(port[i] - '0');
+    if (i == 0 || port[i] != '\0' || pn == 0 || pn > 65535)
+        return false;
+    memset(ss, 0, sizeof(*ss));
+    if (prm->family != CONFIG_FAMILY_IPV6 && inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)pn);
+    } else if (prm->family != CONFIG_FAMILY_IPV4 &&
+               inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)pn);
+    } else {
+        return false;
+    }
+    /* A `from` of the other family leaves no usable address: let the
+     * resolver path say so, as it always has. */
+    if (prm->from && prm->from[0]) {
+        unsigned char a[sizeof(struct in6_addr)];
+        int fam = ss->ss_family == AF_INET ? AF_INET : AF_INET6;
+        if (inet_pton(fam, prm->from, a) != 1)
+            return false;
+    }
+    return true;
+}
+
 int connect_start(struct loop *lp, struct plugin *p, const char *host, const char *port,
                   const struct connect_params *prm, struct conn **out)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    struct sockaddr_storage lit;
     struct connector *cx;
     int rc;
+
+    if (literal_addr(host, port, prm, &lit))
+        return connect_start_addrs(lp, p, &lit, 1, prm, out);
 
     if (prm->family == CONFIG_FAMILY_IPV4)
         hints.ai_family = AF_INET;
@@ -366,6 +408,7 @@ int connect_start(struct loop *lp, struct plugin *p, const char *host, const cha
         hints.ai_family = AF_INET6;
     if ((rc = connector_new(lp, p, prm, &cx, out)) < 0)
         return rc;
+    log_debug("conn %" PRIu64 ": resolving %s:%s", (*out)->id, host, port);
     cx->gai.data = cx;
     cx->refs++;
     if ((rc = uv_getaddrinfo(&lp->uv, &cx->gai, gai_cb, host, port, &hints)) < 0) {

@@ -211,6 +211,8 @@ START_TEST(test_connect_configured_connection_connects)
     start_daemon_with_connection(&d, "127.0.0.1", port, "ipv4");
     ck_assert(daemon_wait_log(&d, "connecting id=1 count=1", 5000));
     ck_assert(daemon_wait_log(&d, "connected id=1", 5000));
+    /* An address literal skips the resolver (libuv's thread pool). */
+    ck_assert_int_eq(daemon_count_log(&d, ": resolving "), 0);
     peer = accept(srv, NULL, NULL);
     ck_assert_int_ge(peer, 0);
     close(peer);
@@ -245,6 +247,32 @@ START_TEST(test_connect_unresolvable_host_fails_cleanly)
     ck_assert(daemon_wait_log(&d, "connect_failed id=1", 5000));
     ck_assert_int_eq(daemon_stop(&d, SIGTERM, 5000), 0);
     daemon_free(&d);
+}
+END_TEST
+
+/* Names still go through the resolver; a literal of the family that was
+ * not asked for is refused as a resolver refuses it, not connected. */
+START_TEST(test_connect_names_resolve_and_literals_keep_the_family)
+{
+    struct daemon d;
+    int port = 0, srv = listen_on(AF_INET, "127.0.0.1", 8, &port), peer;
+
+    start_daemon_with_connection(&d, "localhost", port, "ipv4");
+    ck_assert(daemon_wait_log(&d, "connected id=1", 5000));
+    ck_assert_int_eq(daemon_count_log(&d, "resolving localhost:"), 1); /* before ready */
+    peer = accept(srv, NULL, NULL);
+    ck_assert_int_ge(peer, 0);
+    close(peer);
+    ck_assert_int_eq(daemon_stop(&d, SIGTERM, 5000), 0);
+    daemon_free(&d);
+
+    start_daemon_with_connection(&d, "127.0.0.1", port, "ipv6");
+    ck_assert(daemon_wait_log(&d, "connect_failed id=1", 15000));
+    ck_assert_int_eq(daemon_count_log(&d, "resolving 127.0.0.1:"), 1);
+    ck_assert_int_eq(daemon_count_log(&d, "connected id=1"), 0);
+    ck_assert_int_eq(daemon_stop(&d, SIGTERM, 5000), 0);
+    daemon_free(&d);
+    close(srv);
 }
 END_TEST
 
@@ -285,6 +313,7 @@ int main(void)
     tcase_add_test(daemon, test_connect_configured_connection_connects);
     tcase_add_test(daemon, test_connect_refused_fires_connect_failed_then_closed);
     tcase_add_test(daemon, test_connect_unresolvable_host_fails_cleanly);
+    tcase_add_test(daemon, test_connect_names_resolve_and_literals_keep_the_family);
     tcase_add_test(daemon, test_connect_write_before_connected_is_delivered);
     tcase_set_timeout(he, 30);
     tcase_set_timeout(daemon, 60);
