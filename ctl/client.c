@@ -252,7 +252,7 @@ int client_call(struct client *c, const char *method, json_t *params, json_t **o
 {
     int64_t deadline = mono_ms() + c->timeout_ms;
     json_int_t id = ++c->next_id;
-    json_t *req, *m, *v;
+    json_t *req, *m = NULL, *v;
     size_t len = 0;
     char *text;
     int rc;

@@ -181,7 +181,7 @@ static int get_port(struct ctx *c, const json_t *obj, unsigned min, char **text,
     struct servent *se;
     const char *s;
     char buf[24];
-    uint64_t n;
+    uint64_t n = 0;
     int rc;
 
     if (!v)
@@ -244,7 +244,7 @@ static int get_uids(struct ctx *c, const json_t *obj, const char *key, uid_t **o
 {
     json_t *v = json_object_get(obj, key), *item;
     size_t i, saved;
-    uint64_t uid;
+    uint64_t uid = 0;
     int rc = 0;
 
     if (!v)
