@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -44,6 +45,7 @@ struct ctl_wreq {
 };
 
 static void client_read_update(struct ctl_client *cl);
+static void client_lane(struct ctl_client *cl, bool on);
 static void client_job_queue(struct ctl_client *cl);
 static void control_handle_closed_cb(uv_handle_t *h);
 
@@ -73,6 +75,8 @@ void control_client_close(struct ctl_client *cl)
 {
     if (cl->closing)
         return;
+    if (cl->reading)
+        client_lane(cl, false);
     cl->closing = true;
     list_del(&cl->link);
     list_del(&cl->job_link);
@@ -323,6 +327,48 @@ static void client_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     client_read_update(cl);
 }
 
+/* The fast lane (see struct control): a reading client's socket is in the
+ * lane's epoll set too; epoll_ctl failures only cost the lane, libuv still
+ * reads the client. */
+static void client_lane(struct ctl_client *cl, bool on)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = cl};
+    int fd = -1;
+
+    if (cl->ctl->lane_fd >= 0 && uv_fileno((uv_handle_t *)&cl->pipe, &fd) == 0)
+        epoll_ctl(cl->ctl->lane_fd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev);
+}
+
+/* Before each poll phase: read what reading clients sent meanwhile and
+ * answer it now. Under load a poll phase serves every busy connection
+ * first (epoll reports the sockets that stayed readable ahead of the ones
+ * that became readable), so without this a request waits for the turn in
+ * progress and then for the whole next one. Only data is taken here; EOF
+ * and errors are left to libuv's own read, which then finds the socket
+ * empty or closed as usual. */
+static void control_lane_cb(uv_prepare_t *h)
+{
+    struct control *ctl = h->data;
+    struct epoll_event ev[16];
+    int n = epoll_wait(ctl->lane_fd, ev, 16, 0);
+
+    for (int i = 0; i < n; i++) {
+        struct ctl_client *cl = ev[i].data.ptr; /* freed only after its close */
+        uv_buf_t buf;
+        ssize_t r;
+        int fd;
+
+        if (cl->closing || !cl->reading || uv_fileno((uv_handle_t *)&cl->pipe, &fd) != 0)
+            continue;
+        client_alloc_cb((uv_handle_t *)&cl->pipe, 0, &buf);
+        if (!buf.base)
+            continue;
+        r = recv(fd, buf.base, buf.len, MSG_DONTWAIT);
+        if (r > 0)
+            client_read_cb((uv_stream_t *)&cl->pipe, r, &buf);
+    }
+}
+
 /* Read requests only while the client takes its replies and none of its
  * replies is being made in parts. */
 static void client_read_update(struct ctl_client *cl)
@@ -346,6 +392,7 @@ static void client_read_update(struct ctl_client *cl)
         uv_read_start((uv_stream_t *)&cl->pipe, client_alloc_cb, client_read_cb);
     else
         uv_read_stop((uv_stream_t *)&cl->pipe);
+    client_lane(cl, want);
     cl->reading = want;
 }
 
@@ -539,9 +586,17 @@ int control_start(struct loop *lp)
     uv_poll_init_socket(&lp->uv, &ctl->poll, fd);
     uv_timer_init(&lp->uv, &ctl->stall_timer);
     uv_idle_init(&lp->uv, &ctl->job_idle);
-    ctl->poll.data = ctl->stall_timer.data = ctl->job_idle.data = ctl;
-    ctl->handles = 3;
+    uv_prepare_init(&lp->uv, &ctl->lane);
+    ctl->poll.data = ctl->stall_timer.data = ctl->job_idle.data = ctl->lane.data = ctl;
+    ctl->handles = 4;
     ctl->jobs_ok = true;
+    if ((ctl->lane_fd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+        log_warn("control: epoll_create1: %s (no fast lane: requests wait their turn)",
+                 strerror(errno));
+    } else {
+        uv_prepare_start(&ctl->lane, control_lane_cb);
+        uv_unref((uv_handle_t *)&ctl->lane);
+    }
     uv_poll_start(&ctl->poll, UV_READABLE, control_accept_cb);
     uv_timer_start(&ctl->stall_timer, control_stall_cb, 1000, 1000);
     uv_unref((uv_handle_t *)&ctl->stall_timer);
@@ -577,6 +632,10 @@ void control_stop(struct control *ctl)
     }
     uv_close((uv_handle_t *)&ctl->poll, control_handle_closed_cb);
     uv_close((uv_handle_t *)&ctl->job_idle, control_handle_closed_cb);
+    uv_close((uv_handle_t *)&ctl->lane, control_handle_closed_cb);
+    if (ctl->lane_fd >= 0)
+        close(ctl->lane_fd);
+    ctl->lane_fd = -1;
     if (ctl->n_clients == 0)
         uv_close((uv_handle_t *)&ctl->stall_timer, control_handle_closed_cb);
     else

@@ -89,6 +89,12 @@ struct control {
     struct list subscribers;
     struct list jobs;   /* clients whose reply in parts may go on */
     uv_idle_t job_idle; /* runs while jobs is not empty */
+    /* The fast lane: every reading client's socket is also in this epoll
+     * set, which a uv_prepare polls (timeout 0) before each poll phase, so
+     * a request that came during a busy turn is served before the next
+     * turn's traffic instead of after it (control_lane_cb). -1: none. */
+    int lane_fd;
+    uv_prepare_t lane;
     size_t n_clients;
     int handles; /* poll, stall timer, job idle and clients not yet closed */
     bool stopping;

@@ -691,6 +691,61 @@ START_TEST(test_client_leaving_or_shutdown_during_a_large_list_harms_no_one)
 }
 END_TEST
 
+/* ---- the fast lane --------------------------------------------------------- */
+
+/* A control request that arrives while the loop is busy is served before
+ * the next turn's traffic (daemon/control.c, control_lane_cb). A plugin
+ * blocks the loop for 600 ms; meanwhile bytes arrive on an echo connection
+ * B and then "conn.mute B" on the control socket. With the lane the mute is
+ * done before B's bytes are read, so nothing comes back until the unmute;
+ * without it epoll reports B first (its bytes came first) and they are
+ * echoed before the mute. */
+START_TEST(test_a_request_made_during_a_busy_turn_goes_before_the_next_turns_traffic)
+{
+    static const char cfg[] =
+        "{\"plugin_dir\":\"@PLUGINS@\","
+        "\"plugins\":[{\"name\":\"echo\",\"file\":\"echo.so\"},"
+        "{\"name\":\"slow\",\"file\":\"@TPLUGINS@/testplug.so\",\"config\":{\"block_ms\":600}}],"
+        "\"listeners\":[{\"name\":\"e\",\"host\":\"127.0.0.1\",\"port\":0,\"plugin\":\"echo\"},"
+        "{\"name\":\"w\",\"host\":\"127.0.0.1\",\"port\":0,\"plugin\":\"slow\"}]}";
+    struct chan *ch;
+    json_t *list, *r;
+    long long id_b;
+    char params[64], buf[8] = {0};
+    int a, b, rc;
+
+    rc = daemon_start(&D, cfg, NULL);
+    d_started = true;
+    CHECK(rc == 0, "connd did not start:\n%s", D.log ? D.log : "");
+    ch = chan_new();
+    b = tcp_connect("127.0.0.1", daemon_port(&D, "e"));
+    a = tcp_connect("127.0.0.1", daemon_port(&D, "w"));
+    CHECK(a >= 0 && b >= 0, "connect");
+    CHECK(io_echoes(b, "up"), "B does not echo");
+    list = call(ch, 1, "conn.list", "{\"listener\":\"e\"}");
+    CHECK(json_array_size(list) == 1, "conn.list: %s", json_dumps(list, JSON_COMPACT));
+    id_b = json_integer_value(json_object_get(json_array_get(list, 0), "id"));
+    json_decref(list);
+
+    CHECK(io_write_all(a, "x", 1) == 0, "write A"); /* the loop blocks 600 ms */
+    CHECK(daemon_wait_log(&D, "blocking id=", 2000), "A's bytes not received");
+    usleep(100 * 1000);
+    CHECK(io_write_all(b, "late", 4) == 0, "write B");
+    usleep(100 * 1000);
+    snprintf(params, sizeof(params), "{\"id\":%lld}", id_b);
+    r = call(ch, 2, "conn.mute", params);
+    json_decref(r);
+    CHECK(!io_readable(b, 300), "B's bytes were echoed before the mute that came during "
+                                "the busy turn (served after the next turn's traffic)");
+    r = call(ch, 3, "conn.unmute", params);
+    json_decref(r);
+    CHECK(io_read_exact(b, buf, 4) == 0 && memcmp(buf, "late", 4) == 0,
+          "B's bytes after the unmute: \"%s\"", buf);
+    close(a);
+    close(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ctlperf");
@@ -707,6 +762,8 @@ int main(void)
                    test_subscriber_learns_of_events_during_a_large_reply_as_events_lost);
     tcase_add_test(tc, test_connections_closing_during_a_large_list_leave_it_valid);
     tcase_add_test(tc, test_client_leaving_or_shutdown_during_a_large_list_harms_no_one);
+    tcase_add_test(tc,
+                   test_a_request_made_during_a_busy_turn_goes_before_the_next_turns_traffic);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
