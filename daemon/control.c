@@ -349,8 +349,11 @@ static void client_lane(struct ctl_client *cl, bool on)
 static void control_lane_cb(uv_prepare_t *h)
 {
     struct control *ctl = h->data;
+    struct loop *lp = ctl->lp;
     struct epoll_event ev[16];
-    int n = epoll_wait(ctl->lane_fd, ev, 16, 0);
+    /* After a short poll phase nothing waited long: save the system call. */
+    int n = lp->poll_busy_ns >= CTL_LANE_BUSY_US * 1000 ? epoll_wait(ctl->lane_fd, ev, 16, 0)
+                                                          : 0;
 
     for (int i = 0; i < n; i++) {
         struct ctl_client *cl = ev[i].data.ptr; /* freed only after its close */
@@ -367,6 +370,8 @@ static void control_lane_cb(uv_prepare_t *h)
         if (r > 0)
             client_read_cb((uv_stream_t *)&cl->pipe, r, &buf);
     }
+    lp->poll_start_idle_ns = uv_metrics_idle_time(&lp->uv);
+    lp->poll_start_ns = uv_hrtime();
 }
 
 /* Read requests only while the client takes its replies and none of its
@@ -633,6 +638,7 @@ void control_stop(struct control *ctl)
     uv_close((uv_handle_t *)&ctl->poll, control_handle_closed_cb);
     uv_close((uv_handle_t *)&ctl->job_idle, control_handle_closed_cb);
     uv_close((uv_handle_t *)&ctl->lane, control_handle_closed_cb);
+    ctl->lp->poll_start_ns = 0;
     if (ctl->lane_fd >= 0)
         close(ctl->lane_fd);
     ctl->lane_fd = -1;

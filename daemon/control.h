@@ -32,6 +32,9 @@ struct loop;
 #define CTL_JOB_STEP_US 100
 #define CTL_JOB_CHUNK (128 * 1024) /* a part ends at this many bytes */
 #define CTL_JOB_OUT_LOW (256 * 1024)
+/* The fast lane (control_lane_cb) looks for requests only after a poll
+ * phase that ran callbacks for at least this long. */
+#define CTL_LANE_BUSY_US 200
 
 enum ctl_role { CTL_ROLE_NONE, CTL_ROLE_READONLY, CTL_ROLE_ADMIN };
 
@@ -90,9 +93,10 @@ struct control {
     struct list jobs;   /* clients whose reply in parts may go on */
     uv_idle_t job_idle; /* runs while jobs is not empty */
     /* The fast lane: every reading client's socket is also in this epoll
-     * set, which a uv_prepare polls (timeout 0) before each poll phase, so
-     * a request that came during a busy turn is served before the next
-     * turn's traffic instead of after it (control_lane_cb). -1: none. */
+     * set, which a uv_prepare polls (timeout 0) before a poll phase that
+     * follows a busy one, so a request that came during a busy turn is
+     * served before the next turn's traffic instead of after it
+     * (control_lane_cb). -1: none. */
     int lane_fd;
     uv_prepare_t lane;
     size_t n_clients;

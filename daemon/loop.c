@@ -70,6 +70,11 @@ static void loop_turn_cb(uv_check_t *h)
 {
     struct loop *lp = h->data;
     lp->turn++;
+    if (lp->poll_start_ns) {
+        uint64_t spent = uv_hrtime() - lp->poll_start_ns;
+        uint64_t idle = uv_metrics_idle_time(&lp->uv) - lp->poll_start_idle_ns;
+        lp->poll_busy_ns = spent > idle ? spent - idle : 0;
+    }
 }
 
 static void loop_resume_cb(uv_idle_t *h)
@@ -305,6 +310,9 @@ int loop_init(struct loop *lp, struct config *cfg, const char *config_path)
         log_err("loop: %s", uv_strerror(rc));
         return rc;
     }
+    /* Time blocked in epoll, for the control fast lane's busy test
+     * (without it every poll phase counts as busy: the lane always runs). */
+    uv_loop_configure(&lp->uv, UV_METRICS_IDLE_TIME);
     lp->uv.data = lp;
     if ((lp->rdhup_fd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
         rc = -errno;

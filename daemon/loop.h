@@ -48,6 +48,11 @@ struct loop {
     /* A read turn: bumped once per loop iteration, after the poll phase. */
     uint32_t turn; /* bumped after each poll; wraps, compared for equality */
     uv_check_t turn_check;
+    /* How long the last poll phase ran callbacks (its time minus the time
+     * blocked in epoll, from libuv's idle-time metric): the control fast
+     * lane runs only after a busy one. poll_start_ns is set just before
+     * each poll phase (by the lane's uv_prepare); 0: not measured. */
+    uint64_t poll_start_ns, poll_start_idle_ns, poll_busy_ns;
 
     /* Connections to resume on the next iteration (yield, unmute, expect). */
     struct list resume;
