@@ -170,6 +170,8 @@ static int h_connect(struct connd_plugin *cp, const char *host, const char *port
                opts->size && opts->size < sizeof(t.opts) ? opts->size
                : opts->size ? sizeof(t.opts)
                             : offsetof(struct connd_connect_opts, limits_of));
+        if (opts->size < offsetof(struct connd_connect_opts, limits_of) + sizeof(opts->limits_of))
+            t.opts.limits_of = NULL; /* not (wholly) in the plugin's layout */
         t.opts.size = sizeof(t.opts);
         t.opts.from = opts->from ? strdup(opts->from) : NULL;
         t.opts.plugin = opts->plugin ? strdup(opts->plugin) : NULL;
