@@ -437,36 +437,54 @@ END_TEST
 
 /* Without any pause from the plugin, a connection reads at most about
  * max_size bytes per loop turn, then the others get theirs. */
+/* Two clients of listener "l": A sends `big` bytes and then B 10 bytes,
+ * both while the daemon is frozen, so that both wait when it runs again
+ * however the scheduler treats the test (otherwise a fast daemon may finish
+ * A before B sends). A's write is on a thread: the kernel buffers may not
+ * hold it all while the daemon is stopped. Checks that B is echoed and
+ * that A loses nothing, then returns both sockets and ids. */
+static void race_big_and_small(size_t big, uint64_t seed, int *a, int *b,
+                               unsigned long long *ida, unsigned long long *idb)
+{
+    uint8_t *out = malloc(big), *back = malloc(big), small[10];
+    struct bg_write w;
+    int rc;
+
+    *a = client("l");
+    *ida = accepted_id("tp", 1);
+    *b = client("l");
+    *idb = accepted_id("tp", 2);
+    fill_random(out, big, seed);
+    ck_assert_int_eq(kill(D.pid, SIGSTOP), 0);
+    bg_write_start(&w, *a, out, big);
+    pause_ms(50);
+    rc = io_write_all(*b, "0123456789", 10);
+    kill(D.pid, SIGCONT);
+    ck_assert_int_eq(rc, 0);
+    /* B is served while A still has bytes to go. */
+    ck_assert_int_eq(io_read_exact(*b, small, 10), 0);
+    ck_assert_mem_eq(small, "0123456789", 10);
+    /* And A loses nothing by yielding. */
+    ck_assert_int_eq(io_read_exact(*a, back, big), 0);
+    ck_assert_int_eq(bg_write_join(&w), 0);
+    ck_assert_msg(memcmp(back, out, big) == 0, "A's echo differs from what it sent");
+    EXPECT(wait_received("tp", *ida, (long)big, 5000), "A's bytes not all delivered");
+    free(out);
+    free(back);
+}
+
 START_TEST(test_conn_max_size_per_turn_yields_to_other_connections)
 {
     const size_t big = 1024 * 1024, max = 16384;
-    uint8_t *out = malloc(big), *back = malloc(big), small[10];
     unsigned long long ida, idb;
     size_t first_b = 0, last_a = 0, turn_total = 0, worst = 0;
     int turns = 0;
     bool seen_b = false;
-    struct bg_write w;
     struct ev *ev;
-    int a, b, n, rc;
+    int a, b, n;
 
     start_testplug("{\"log_received\":true,\"echo\":true}", ",\"max_size\":16384");
-    a = client("l");
-    ida = accepted_id("tp", 1);
-    b = client("l");
-    idb = accepted_id("tp", 2);
-    fill_random(out, big, 3);
-    ck_assert_int_eq(kill(D.pid, SIGSTOP), 0);
-    bg_write_start(&w, a, out, big);
-    pause_ms(50);
-    rc = io_write_all(b, "0123456789", 10);
-    kill(D.pid, SIGCONT);
-    ck_assert_int_eq(rc, 0);
-    ck_assert_int_eq(io_read_exact(b, small, 10), 0);
-    ck_assert_mem_eq(small, "0123456789", 10);
-    ck_assert_int_eq(io_read_exact(a, back, big), 0);
-    ck_assert_int_eq(bg_write_join(&w), 0);
-    ck_assert_msg(memcmp(back, out, big) == 0, "A's echo differs from what it sent");
-    EXPECT(wait_received("tp", ida, (long)big, 5000), "A's bytes not all delivered");
+    race_big_and_small(big, 3, &a, &b, &ida, &idb);
 
     /* times restarts at 1 with each turn: sum A's bytes per turn. */
     ev = events("tp", "received", &n);
@@ -492,8 +510,6 @@ START_TEST(test_conn_max_size_per_turn_yields_to_other_connections)
     /* The budget is checked before each read of at most max_size bytes. */
     EXPECT(worst < 2 * max, "A read %zu bytes in one turn (max_size %zu)", worst, max);
     EXPECT(turns >= (int)(big / (2 * max)), "A's 1 MiB came in %d turns", turns);
-    free(out);
-    free(back);
     close(a);
     close(b);
 }
@@ -502,40 +518,14 @@ END_TEST
 START_TEST(test_conn_received_false_yields_to_other_connections)
 {
     const size_t big = 256 * 1024;
-    uint8_t *out = malloc(big), *back = malloc(big), small[10];
     unsigned long long ida, idb;
     size_t first_b = 0, last_a = 0;
     bool seen_b = false;
-    struct bg_write w;
     struct ev *ev;
-    int a, b, n, rc;
+    int a, b, n;
 
     start_testplug("{\"pause\":true,\"log_received\":true,\"echo\":true}", "");
-    a = client("l");
-    ida = accepted_id("tp", 1);
-    b = client("l");
-    idb = accepted_id("tp", 2);
-
-    /* Freeze the daemon while A's 256 KiB and then B's 10 bytes arrive, so
-     * that both are waiting when it runs again however the scheduler
-     * treats the test: otherwise a fast daemon may finish A before B
-     * sends. A's write is on a thread: the kernel buffers may not hold it
-     * all while the daemon is stopped. */
-    fill_random(out, big, 2);
-    ck_assert_int_eq(kill(D.pid, SIGSTOP), 0);
-    bg_write_start(&w, a, out, big);
-    pause_ms(50);
-    rc = io_write_all(b, "0123456789", 10);
-    kill(D.pid, SIGCONT);
-    ck_assert_int_eq(rc, 0);
-    /* B is served while A still has bytes to go. */
-    ck_assert_int_eq(io_read_exact(b, small, 10), 0);
-    ck_assert_mem_eq(small, "0123456789", 10);
-    /* And A loses nothing by yielding. */
-    ck_assert_int_eq(io_read_exact(a, back, big), 0);
-    ck_assert_int_eq(bg_write_join(&w), 0);
-    ck_assert_msg(memcmp(back, out, big) == 0, "A's echo differs from what it sent");
-    EXPECT(wait_received("tp", ida, (long)big, 5000), "A's bytes not all delivered");
+    race_big_and_small(big, 2, &a, &b, &ida, &idb);
 
     ev = events("tp", "received", &n);
     for (int i = 0; i < n; i++) {
@@ -554,8 +544,6 @@ START_TEST(test_conn_received_false_yields_to_other_connections)
     EXPECT(first_b < last_a,
            "B (id=%llu) was served only after all of A's (id=%llu) data: no yield", idb,
            ida);
-    free(out);
-    free(back);
     close(a);
     close(b);
 }
