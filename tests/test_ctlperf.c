@@ -60,12 +60,8 @@ static int n_chans;
 
 static void on_failure(void)
 {
-    if (d_started && D.log) {
-        size_t from = D.log_len > 8000 ? D.log_len - 8000 : 0;
-        fprintf(stderr, "---- connd log (tail) ----\n%s\n---- end ----\n", D.log + from);
-    }
-    if (d_started && D.pid > 0 && D.status == -1)
-        kill(D.pid, SIGKILL);
+    if (d_started)
+        daemon_fail_now(&D, 200, 8000);
 }
 
 #define CHECK(cond, ...)                                                                 \
@@ -750,8 +746,6 @@ int main(void)
 {
     Suite *s = suite_create("ctlperf");
     TCase *tc = tcase_create("large replies");
-    SRunner *sr;
-    int failed;
 
     signal(SIGPIPE, SIG_IGN);
     tcase_add_checked_fixture(tc, NULL, teardown);
@@ -765,9 +759,5 @@ int main(void)
     tcase_add_test(tc,
                    test_a_request_made_during_a_busy_turn_goes_before_the_next_turns_traffic);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }
