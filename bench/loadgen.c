@@ -1120,6 +1120,23 @@ static double q_us(const uint64_t *v, size_t n, double q)
     return (double)v[k < n ? k : n - 1] / 1000.0;
 }
 
+/* One {id: cid} call of method on the control socket; a reply that is not
+ * a result is counted as an error, a broken socket ends the run. */
+static void ctl_id_call(int fd, const char *method, int id, uint64_t cid)
+{
+    char req[160];
+    int rc;
+
+    snprintf(req, sizeof(req),
+             "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\",\"params\":{\"id\":%" PRIu64
+             "}}\n",
+             id, method, cid);
+    if ((rc = ctl_call(fd, req)) < 0)
+        die("%s: %s", method, strerror(-rc));
+    if (!strstr(ctl_buf, "\"result\""))
+        record_error("%s %" PRIu64 ": %.120s", method, cid, ctl_buf);
+}
+
 static int run_ctl(void)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -1173,23 +1190,9 @@ static int run_ctl(void)
     for (int k = 0; k < o.calls && !stop_flag; k++) {
         uint64_t cid = ids[((uint64_t)k * 7919u) % nids], t0, t1, t2;
         t0 = now_ns();
-        snprintf(req, sizeof(req),
-                 "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"conn.mute\",\"params\":{\"id\":%" PRIu64
-                 "}}\n",
-                 ++id, cid);
-        if ((rc = ctl_call(fd, req)) < 0)
-            die("conn.mute: %s", strerror(-rc));
-        if (!strstr(ctl_buf, "\"result\""))
-            record_error("conn.mute %" PRIu64 ": %.120s", cid, ctl_buf);
+        ctl_id_call(fd, "conn.mute", ++id, cid);
         t1 = now_ns();
-        snprintf(req, sizeof(req),
-                 "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"conn.unmute\",\"params\":{\"id\":%" PRIu64
-                 "}}\n",
-                 ++id, cid);
-        if ((rc = ctl_call(fd, req)) < 0)
-            die("conn.unmute: %s", strerror(-rc));
-        if (!strstr(ctl_buf, "\"result\""))
-            record_error("conn.unmute %" PRIu64 ": %.120s", cid, ctl_buf);
+        ctl_id_call(fd, "conn.unmute", ++id, cid);
         t2 = now_ns();
         mute_ns[nc] = t1 - t0;
         unmute_ns[nc] = t2 - t1;
