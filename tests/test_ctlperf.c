@@ -304,13 +304,16 @@ static int conn_of_entry(json_t *e)
 }
 
 /* A conn.list result: an array whose ids strictly increase (creation
- * order). Each client index listed at most once goes to seen[]. */
-static void check_list(json_t *list, bool *seen)
+ * order), each of the n clients listed at most once. Returns which were
+ * (malloc'd, n entries; the caller frees it). */
+static bool *check_list(json_t *list, int n)
 {
+    bool *seen = calloc((size_t)n, sizeof(*seen));
     long long last = 0;
     size_t i;
     json_t *e;
 
+    CHECK(seen != NULL, "out of memory");
     CHECK(json_is_array(list), "conn.list result is not an array");
     json_array_foreach(list, i, e)
     {
@@ -321,6 +324,7 @@ static void check_list(json_t *list, bool *seen)
         seen[k] = true;
         last = id;
     }
+    return seen;
 }
 
 /* ---- tests -------------------------------------------------------------- */
@@ -373,11 +377,10 @@ START_TEST(test_conn_list_of_thousands_has_every_connection_with_its_fields)
     }
 
     list = call(ch, 4, "conn.list", "{}");
-    seen = calloc((size_t)n, sizeof(*seen));
     muted = calloc((size_t)n, sizeof(*muted));
-    CHECK(seen && muted, "out of memory");
+    CHECK(muted != NULL, "out of memory");
     muted[7] = muted[n_e - 1] = true;
-    check_list(list, seen);
+    seen = check_list(list, n);
     CHECK(json_array_size(list) == (size_t)n, "%zu entries, %d connections",
           json_array_size(list), n);
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -511,9 +514,7 @@ START_TEST(test_mute_is_answered_while_another_client_receives_a_large_list)
 
     /* a's replies come whole and in request order. */
     list = reply_result(a, 11);
-    seen = calloc((size_t)n, sizeof(*seen));
-    CHECK(seen != NULL, "out of memory");
-    check_list(list, seen);
+    seen = check_list(list, n);
     CHECK(json_array_size(list) == (size_t)n, "%zu entries, %d connections",
           json_array_size(list), n);
     json_decref(list);
@@ -621,9 +622,7 @@ START_TEST(test_connections_closing_during_a_large_list_leave_it_valid)
         usleep(10000);
     }
     list = reply_result(a, 1);
-    seen = calloc((size_t)n, sizeof(*seen));
-    CHECK(seen != NULL, "out of memory");
-    check_list(list, seen);
+    seen = check_list(list, n);
     for (int k = 0; k < n; k++)
         CHECK(seen[k] || (k >= lo && k < hi), "open connection %d not listed", k);
     json_decref(list);
@@ -672,9 +671,7 @@ START_TEST(test_client_leaving_or_shutdown_during_a_large_list_harms_no_one)
     CHECK(json_is_true(json_object_get(res, "stopping")), "shutdown refused");
     json_decref(res);
     list = reply_result(a2, 1);
-    seen = calloc((size_t)n, sizeof(*seen));
-    CHECK(seen != NULL, "out of memory");
-    check_list(list, seen);
+    seen = check_list(list, n);
     CHECK(json_array_size(list) <= (size_t)n, "%zu entries", json_array_size(list));
     json_decref(list);
     free(seen);
