@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "connect.h"
+#include "control.h"
 #include "events.h"
 #include "listener.h"
 #include "log.h"
@@ -275,6 +276,10 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_deliver(c);
     /* After max_size bytes in one turn, the next alloc_cb yields. */
     conn_io_update(c);
+    /* Last, with the connection in a settled state: a long poll phase lets
+     * control requests in between reads (control_lane_tick). */
+    if (c->lp->ctl && uv_hrtime() >= c->lp->lane_due_ns)
+        control_lane_tick(c->lp->ctl);
 }
 
 /* Make reading and the peer-close watch match the connection's state.

@@ -339,22 +339,18 @@ static void client_lane(struct ctl_client *cl, bool on)
         epoll_ctl(cl->ctl->lane_fd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev);
 }
 
-/* Before each poll phase: read what reading clients sent meanwhile and
- * answer it now. Under load a poll phase serves every busy connection
- * first (epoll reports the sockets that stayed readable ahead of the ones
- * that became readable), so without this a request waits for the turn in
- * progress and then for the whole next one. Only data is taken here; EOF
- * and errors are left to libuv's own read, which then finds the socket
- * empty or closed as usual. */
-static void control_lane_cb(uv_prepare_t *h)
+/* Read what reading clients sent and answer it now. Only data is taken
+ * here; EOF and errors are left to libuv's own read, which then finds the
+ * socket empty or closed as usual. */
+static void control_lane_serve(struct control *ctl)
 {
-    struct control *ctl = h->data;
-    struct loop *lp = ctl->lp;
     struct epoll_event ev[16];
-    /* After a short poll phase nothing waited long: save the system call. */
-    int n = lp->poll_busy_ns >= CTL_LANE_BUSY_US * 1000 ? epoll_wait(ctl->lane_fd, ev, 16, 0)
-                                                          : 0;
+    int n;
 
+    if (ctl->in_lane || ctl->lane_fd < 0)
+        return;
+    ctl->in_lane = true;
+    n = epoll_wait(ctl->lane_fd, ev, 16, 0);
     for (int i = 0; i < n; i++) {
         struct ctl_client *cl = ev[i].data.ptr; /* freed only after its close */
         uv_buf_t buf;
@@ -370,8 +366,45 @@ static void control_lane_cb(uv_prepare_t *h)
         if (r > 0)
             client_read_cb((uv_stream_t *)&cl->pipe, r, &buf);
     }
+    ctl->in_lane = false;
+}
+
+/* Before each poll phase. Under load a poll phase serves every busy
+ * connection first (epoll reports the sockets that stayed readable ahead
+ * of the ones that became readable), so without this a request waits for
+ * the turn in progress and then for the whole next one. */
+static void control_lane_cb(uv_prepare_t *h)
+{
+    struct control *ctl = h->data;
+    struct loop *lp = ctl->lp;
+
+    /* After a short poll phase nothing waited long: save the system call. */
+    if (lp->poll_busy_ns >= lp->lane_busy_ns + CTL_LANE_BUSY_US * 1000)
+        control_lane_serve(ctl);
     lp->poll_start_idle_ns = uv_metrics_idle_time(&lp->uv);
     lp->poll_start_ns = uv_hrtime();
+    lp->lane_busy_ns = lp->lane_due_ns = 0;
+}
+
+void control_lane_tick(struct control *ctl)
+{
+    struct loop *lp = ctl->lp;
+    const uint64_t step = CTL_LANE_BUSY_US * 1000;
+    uint64_t now = uv_hrtime(), idle, busy;
+
+    if (!lp->poll_start_ns) {
+        lp->lane_due_ns = now + step; /* no phase measured yet */
+        return;
+    }
+    idle = uv_metrics_idle_time(&lp->uv) - lp->poll_start_idle_ns;
+    busy = now - lp->poll_start_ns > idle ? now - lp->poll_start_ns - idle : 0;
+    if (busy < lp->lane_busy_ns + step) {
+        lp->lane_due_ns = now + (lp->lane_busy_ns + step - busy);
+        return;
+    }
+    control_lane_serve(ctl);
+    lp->lane_busy_ns = busy;
+    lp->lane_due_ns = now + step;
 }
 
 /* Read requests only while the client takes its replies and none of its

@@ -32,8 +32,9 @@ struct loop;
 #define CTL_JOB_STEP_US 100
 #define CTL_JOB_CHUNK (128 * 1024) /* a part ends at this many bytes */
 #define CTL_JOB_OUT_LOW (256 * 1024)
-/* The fast lane (control_lane_cb) looks for requests only after a poll
- * phase that ran callbacks for at least this long. */
+/* The fast lane looks for requests only after this long of callbacks
+ * since the poll phase began or the lane was last served: between reads
+ * (control_lane_tick) and before the next poll phase (control_lane_cb). */
 #define CTL_LANE_BUSY_US 200
 
 enum ctl_role { CTL_ROLE_NONE, CTL_ROLE_READONLY, CTL_ROLE_ADMIN };
@@ -99,6 +100,7 @@ struct control {
      * (control_lane_cb). -1: none. */
     int lane_fd;
     uv_prepare_t lane;
+    bool in_lane; /* serving the lane: no nested look */
     size_t n_clients;
     int handles; /* poll, stall timer, job idle and clients not yet closed */
     bool stopping;
@@ -120,5 +122,12 @@ void control_stop(struct control *ctl);
 int control_send(struct ctl_client *cl, const char *text, size_t len, bool is_event);
 /* Close cl after what is queued has been written. */
 void control_client_close(struct ctl_client *cl);
+/* Called after a read in a poll phase (conn_read_cb) once the clock has
+ * passed lp->lane_due_ns: serves the fast lane when the phase has run
+ * callbacks for CTL_LANE_BUSY_US since it began or the lane was last
+ * served, and sets when to look next. Requests are then handled as if a
+ * plugin made the same calls from its received callback, which every
+ * control method allows. */
+void control_lane_tick(struct control *ctl);
 
 #endif

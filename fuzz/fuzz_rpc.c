@@ -11,7 +11,8 @@
  * bundled echo and discard plugins and no listeners. It is linked without
  * daemon/control.c; this file provides control_start/stop (no socket: the
  * control struct is static and has no clients but ours), control_send
- * (checks each reply instead of writing it) and control_client_close.
+ * (checks each reply instead of writing it), control_client_close and
+ * control_lane_tick (no lane: the input is the only client).
  * Everything the daemon does on the network is kept on loopback by
  * sandbox.c; its timers run on virtual time (vclock.c). After each line the loop runs a
  * few non-blocking turns, so that connects, accepts and echoes happen between requests.
@@ -130,6 +131,13 @@ void control_stop(struct control *ctl)
         return;
     ctl->lp->ctl = NULL;
     ctl->stopping = true;
+}
+
+/* As control.c, but there is no fast lane: this file's client has no
+ * socket, its requests come from the input in order. */
+void control_lane_tick(struct control *ctl)
+{
+    (void)ctl;
 }
 
 /* As control.c, without the socket to close: unlinks cl from the control

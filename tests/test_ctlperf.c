@@ -739,6 +739,131 @@ START_TEST(test_a_request_made_during_a_busy_turn_goes_before_the_next_turns_tra
 }
 END_TEST
 
+/* Inside a long poll phase the lane is looked at between reads too
+ * (conn_read_cb -> control_lane_tick). The setup for the tests below: a
+ * slow plugin blocks the loop on W's byte; meanwhile bytes arrive on A
+ * (slow as well) and then on an echo connection B, so the next poll phase
+ * reports A then B. Returns once A's read blocks (600 ms) with B's bytes
+ * waiting behind it; ids of A and B in *id_a, *id_b. */
+static const char long_turn_cfg[] =
+    "{\"plugin_dir\":\"@PLUGINS@\","
+    "\"plugins\":[{\"name\":\"echo\",\"file\":\"echo.so\"},"
+    "{\"name\":\"slow\",\"file\":\"@TPLUGINS@/testplug.so\",\"config\":{\"block_ms\":600}}],"
+    "\"listeners\":[{\"name\":\"e\",\"host\":\"127.0.0.1\",\"port\":0,\"plugin\":\"echo\"},"
+    "{\"name\":\"w\",\"host\":\"127.0.0.1\",\"port\":0,\"plugin\":\"slow\"}]}";
+
+/* The id of the nth connection (in id order) of a listener, waiting up
+ * to 2 s for it to be accepted; request ids rid * 100 and up. */
+static long long listed_id(struct chan *ch, int rid, const char *listener, int nth)
+{
+    char params[96];
+    json_t *list = NULL;
+    long long id;
+
+    snprintf(params, sizeof(params), "{\"listener\":\"%s\"}", listener);
+    for (int i = 0; i < 40; i++) {
+        json_decref(list);
+        list = call(ch, rid * 100 + i, "conn.list", params);
+        if (json_array_size(list) > (size_t)nth)
+            break;
+        usleep(50 * 1000);
+    }
+    CHECK(json_array_size(list) > (size_t)nth, "conn.list: %s", json_dumps(list, JSON_COMPACT));
+    id = json_integer_value(json_object_get(json_array_get(list, (size_t)nth), "id"));
+    json_decref(list);
+    return id;
+}
+
+static struct chan *long_turn_start(int *w, int *a, int *b, long long *id_a, long long *id_b)
+{
+    struct chan *ch;
+    int rc = daemon_start(&D, long_turn_cfg, NULL);
+
+    d_started = true;
+    CHECK(rc == 0, "connd did not start:\n%s", D.log ? D.log : "");
+    ch = chan_new();
+    *b = tcp_connect("127.0.0.1", daemon_port(&D, "e"));
+    *w = tcp_connect("127.0.0.1", daemon_port(&D, "w"));
+    CHECK(*w >= 0 && *b >= 0, "connect");
+    CHECK(io_echoes(*b, "up"), "B does not echo");
+    *id_b = listed_id(ch, 1, "e", 0);
+    *a = tcp_connect("127.0.0.1", daemon_port(&D, "w"));
+    CHECK(*a >= 0, "connect A");
+    /* conn.list goes by id: W first, then A. */
+    *id_a = listed_id(ch, 2, "w", 1);
+
+    CHECK(io_write_all(*w, "x", 1) == 0, "write W"); /* the loop blocks 600 ms */
+    CHECK(daemon_wait_log_count(&D, "blocking id=", 1, 2000), "W's bytes not received");
+    CHECK(io_write_all(*a, "y", 1) == 0, "write A");
+    usleep(50 * 1000);
+    CHECK(io_write_all(*b, "late", 4) == 0, "write B");
+    CHECK(daemon_wait_log_count(&D, "blocking id=", 2, 3000), "A's bytes not received");
+    usleep(100 * 1000);
+    return ch;
+}
+
+/* A mute of B that arrives while A's read blocks is served when A's read
+ * returns, before B is read, so B's bytes come back only after the
+ * unmute; without the lane between reads B is echoed in that phase and
+ * the mute is served only before the next one. */
+START_TEST(test_a_request_made_during_a_long_turn_goes_before_the_rest_of_that_turn)
+{
+    struct chan *ch;
+    long long id_a, id_b;
+    char params[64], buf[8] = {0};
+    int w, a, b;
+
+    ch = long_turn_start(&w, &a, &b, &id_a, &id_b);
+    snprintf(params, sizeof(params), "{\"id\":%lld}", id_b);
+    json_decref(call(ch, 3, "conn.mute", params));
+    CHECK(!io_readable(b, 300), "B's bytes were echoed although the mute came before "
+                                "the poll phase reached B (no lane between reads)");
+    json_decref(call(ch, 4, "conn.unmute", params));
+    CHECK(io_read_exact(b, buf, 4) == 0 && memcmp(buf, "late", 4) == 0,
+          "B's bytes after the unmute: \"%s\"", buf);
+    close(w);
+    close(a);
+    close(b);
+}
+END_TEST
+
+/* Requests served between reads may end the connection whose read just
+ * ran and one whose read is still to come in the same phase: A is
+ * aborted right after its own read, B closed before its read (its
+ * bytes are never echoed); both peers see the end, the loop goes on (the ASan and valgrind runs check
+ * that no freed connection is touched) and a new connection echoes. */
+START_TEST(test_requests_between_reads_may_end_the_connections_of_that_turn)
+{
+    struct chan *ch;
+    long long id_a, id_b;
+    char req[256];
+    int w, a, b, c, rc;
+
+    ch = long_turn_start(&w, &a, &b, &id_a, &id_b);
+    /* Both requests in one write, so both wait for the lane together. */
+    snprintf(req, sizeof(req),
+             "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"conn.abort\",\"params\":{\"id\":%lld}}\n"
+             "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"conn.close\",\"params\":{\"id\":%lld}}\n",
+             id_a, id_b);
+    chan_send(ch, req);
+    json_decref(reply_result(ch, 3));
+    json_decref(reply_result(ch, 4));
+    CHECK(io_drain_until_eof(a, 5000), "A was not closed");
+    rc = io_expect_eof(b, 5000);
+    CHECK(rc == 1, "B: %s (want EOF and none of its bytes: closed before its read)",
+          rc == 0 ? "its bytes came back" : strerror(-rc));
+    c = tcp_connect("127.0.0.1", daemon_port(&D, "e"));
+    CHECK(c >= 0 && io_echoes(c, "after"), "a new connection does not echo");
+    CHECK(daemon_wait_log_count(&D, "conn.abort id=", 1, 2000) &&
+              daemon_wait_log_count(&D, "conn.close id=", 1, 2000),
+          "abort and close not both logged:\n%s", D.log ? D.log : "");
+    close(c);
+    close(w);
+    close(a);
+    close(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ctlperf");
@@ -755,6 +880,8 @@ int main(void)
     tcase_add_test(tc, test_client_leaving_or_shutdown_during_a_large_list_harms_no_one);
     tcase_add_test(tc,
                    test_a_request_made_during_a_busy_turn_goes_before_the_next_turns_traffic);
+    tcase_add_test(tc, test_a_request_made_during_a_long_turn_goes_before_the_rest_of_that_turn);
+    tcase_add_test(tc, test_requests_between_reads_may_end_the_connections_of_that_turn);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
