@@ -94,10 +94,11 @@ struct control {
     struct list jobs;   /* clients whose reply in parts may go on */
     uv_idle_t job_idle; /* runs while jobs is not empty */
     /* The fast lane: every reading client's socket is also in this epoll
-     * set, which a uv_prepare polls (timeout 0) before a poll phase that
-     * follows a busy one, so a request that came during a busy turn is
-     * served before the next turn's traffic instead of after it
-     * (control_lane_cb). -1: none. */
+     * set, polled (timeout 0) between reads once a poll phase has been
+     * busy for a while (control_lane_tick) and by a uv_prepare before the
+     * poll phase after a busy one (control_lane_cb), so a request that
+     * comes during a busy turn is served within about CTL_LANE_BUSY_US
+     * instead of after that turn's and the next turn's traffic. -1: none. */
     int lane_fd;
     uv_prepare_t lane;
     bool in_lane; /* serving the lane: no nested look */
