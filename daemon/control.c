@@ -342,13 +342,13 @@ static void client_lane(struct ctl_client *cl, bool on)
 /* Read what reading clients sent and answer it now. Only data is taken
  * here; EOF and errors are left to libuv's own read, which then finds the
  * socket empty or closed as usual. */
-static void control_lane_serve(struct control *ctl)
+static int control_lane_serve(struct control *ctl)
 {
     struct epoll_event ev[16];
-    int n;
+    int n, served = 0;
 
     if (ctl->in_lane || ctl->lane_fd < 0)
-        return;
+        return 0;
     ctl->in_lane = true;
     n = epoll_wait(ctl->lane_fd, ev, 16, 0);
     for (int i = 0; i < n; i++) {
@@ -363,10 +363,21 @@ static void control_lane_serve(struct control *ctl)
         if (!buf.base)
             continue;
         r = recv(fd, buf.base, buf.len, MSG_DONTWAIT);
-        if (r > 0)
+        if (r > 0) {
+            served++;
             client_read_cb((uv_stream_t *)&cl->pipe, r, &buf);
+        }
     }
     ctl->in_lane = false;
+    return served;
+}
+
+/* How much busy time after a look at the lane the next one is due: sooner
+ * when it found requests, since a client that gets its reply often sends
+ * the next request at once. */
+static uint64_t control_lane_step(int served)
+{
+    return (served ? CTL_LANE_AGAIN_US : CTL_LANE_BUSY_US) * (uint64_t)1000;
 }
 
 /* Before each poll phase. Under load a poll phase serves every busy
@@ -377,33 +388,34 @@ static void control_lane_cb(uv_prepare_t *h)
 {
     struct control *ctl = h->data;
     struct loop *lp = ctl->lp;
+    int served = 0;
 
     /* After a short poll phase nothing waited long: save the system call. */
-    if (lp->poll_busy_ns >= lp->lane_busy_ns + CTL_LANE_BUSY_US * 1000)
-        control_lane_serve(ctl);
+    if (lp->poll_busy_ns >= lp->lane_at_ns)
+        served = control_lane_serve(ctl);
     lp->poll_start_idle_ns = uv_metrics_idle_time(&lp->uv);
     lp->poll_start_ns = uv_hrtime();
-    lp->lane_busy_ns = lp->lane_due_ns = 0;
+    lp->lane_at_ns = control_lane_step(served);
+    lp->lane_due_ns = 0;
 }
 
 void control_lane_tick(struct control *ctl)
 {
     struct loop *lp = ctl->lp;
-    const uint64_t step = CTL_LANE_BUSY_US * 1000;
-    uint64_t now = uv_hrtime(), idle, busy;
+    uint64_t now = uv_hrtime(), idle, busy, step;
 
     if (!lp->poll_start_ns) {
-        lp->lane_due_ns = now + step; /* no phase measured yet */
+        lp->lane_due_ns = now + control_lane_step(0); /* no phase measured yet */
         return;
     }
     idle = uv_metrics_idle_time(&lp->uv) - lp->poll_start_idle_ns;
     busy = now - lp->poll_start_ns > idle ? now - lp->poll_start_ns - idle : 0;
-    if (busy < lp->lane_busy_ns + step) {
-        lp->lane_due_ns = now + (lp->lane_busy_ns + step - busy);
+    if (busy < lp->lane_at_ns) {
+        lp->lane_due_ns = now + (lp->lane_at_ns - busy);
         return;
     }
-    control_lane_serve(ctl);
-    lp->lane_busy_ns = busy;
+    step = control_lane_step(control_lane_serve(ctl));
+    lp->lane_at_ns = busy + step;
     lp->lane_due_ns = now + step;
 }
 

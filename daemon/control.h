@@ -33,9 +33,11 @@ struct loop;
 #define CTL_JOB_CHUNK (128 * 1024) /* a part ends at this many bytes */
 #define CTL_JOB_OUT_LOW (256 * 1024)
 /* The fast lane looks for requests only after this long of callbacks
- * since the poll phase began or the lane was last served: between reads
- * (control_lane_tick) and before the next poll phase (control_lane_cb). */
+ * since the poll phase began or the lane was last looked at: between reads
+ * (control_lane_tick) and before the next poll phase (control_lane_cb);
+ * after CTL_LANE_AGAIN_US instead when the last look found requests. */
 #define CTL_LANE_BUSY_US 200
+#define CTL_LANE_AGAIN_US 50
 
 enum ctl_role { CTL_ROLE_NONE, CTL_ROLE_READONLY, CTL_ROLE_ADMIN };
 
@@ -126,7 +128,8 @@ void control_client_close(struct ctl_client *cl);
 /* Called after a read in a poll phase (conn_read_cb) once the clock has
  * passed lp->lane_due_ns: serves the fast lane when the phase has run
  * callbacks for CTL_LANE_BUSY_US since it began or the lane was last
- * served, and sets when to look next. Requests are then handled as if a
+ * looked at (CTL_LANE_AGAIN_US after a look that found requests), and sets
+ * when to look next. Requests are then handled as if a
  * plugin made the same calls from its received callback, which every
  * control method allows. */
 void control_lane_tick(struct control *ctl);

@@ -53,11 +53,11 @@ struct loop {
      * lane runs only after a busy one. poll_start_ns is set just before
      * each poll phase (by the lane's uv_prepare); 0: not measured. */
     uint64_t poll_start_ns, poll_start_idle_ns, poll_busy_ns;
-    /* The lane is looked at between reads too (control_lane_tick): not
-     * before lane_due_ns (0: at the phase's first read), and again only
-     * CTL_LANE_BUSY_US of busy time after lane_busy_ns, how far into the
-     * phase's busy time it was last served (0: not in this phase). */
-    uint64_t lane_due_ns, lane_busy_ns;
+    /* The lane is looked at between reads too (control_lane_tick) once
+     * the poll phase's busy time reaches lane_at_ns; lane_due_ns is the
+     * clock time before which that cannot be (0: at the phase's first
+     * read). Both are set anew before each poll phase. */
+    uint64_t lane_at_ns, lane_due_ns;
 
     /* Connections to resume on the next iteration (yield, unmute, expect). */
     struct list resume;
