@@ -15,7 +15,9 @@
  *
  * A large result (conn.list of many connections) is made in parts: rpc.c
  * makes the first and leaves cl->job set; a uv_idle then makes one part per
- * loop turn for each such client, at most CTL_JOB_STEP_US each, while the
+ * loop turn for each such client, at most CTL_JOB_STEP_US each (or, under
+ * load, a third of the last poll phase's busy time, at most
+ * CTL_JOB_STEP_MAX_US), while the
  * client has at most CTL_JOB_OUT_LOW bytes unread (its write callback lets
  * it go on). Meanwhile the client's later requests wait, in order, and its
  * events are counted as lost; other clients and connections are served
@@ -204,7 +206,14 @@ static void control_job_cb(uv_idle_t *h)
 {
     struct control *ctl = h->data;
     struct list run;
+    /* Under load a part may take a share of the turn (see CTL_JOB_SHARE),
+     * so a big reply still ends in bounded time while traffic flows. */
+    uint64_t step = ctl->lp->poll_busy_ns / CTL_JOB_SHARE;
 
+    if (step < (uint64_t)CTL_JOB_STEP_US * 1000)
+        step = (uint64_t)CTL_JOB_STEP_US * 1000;
+    if (step > (uint64_t)CTL_JOB_STEP_MAX_US * 1000)
+        step = (uint64_t)CTL_JOB_STEP_MAX_US * 1000;
     /* One part per client this turn; a client queued again (or anew)
      * meanwhile waits for the next turn, after the poll phase has served
      * everyone else. */
@@ -213,7 +222,7 @@ static void control_job_cb(uv_idle_t *h)
     while (!list_empty(&run)) {
         struct ctl_client *cl = container_of(run.next, struct ctl_client, job_link);
         list_del(&cl->job_link);
-        client_job_step(cl, (uint64_t)CTL_JOB_STEP_US * 1000);
+        client_job_step(cl, step);
     }
     if (list_empty(&ctl->jobs))
         uv_idle_stop(&ctl->job_idle);

@@ -30,6 +30,12 @@ struct loop;
  * only while the client has at most CTL_JOB_OUT_LOW bytes unread, so a
  * reply of any size takes bounded memory and reaches a client that reads. */
 #define CTL_JOB_STEP_US 100
+/* Under load a part may take up to 1/CTL_JOB_SHARE of the last poll
+ * phase's busy time instead (at most CTL_JOB_STEP_MAX_US): with 16 streams
+ * at 64 KiB a turn is busy for about 0.8 ms, and 100 us parts would make a
+ * list of 100,000 connections take over 1.5 s. */
+#define CTL_JOB_SHARE 3
+#define CTL_JOB_STEP_MAX_US 1000
 #define CTL_JOB_CHUNK (128 * 1024) /* a part ends at this many bytes */
 #define CTL_JOB_OUT_LOW (256 * 1024)
 /* The fast lane looks for requests only after this long of callbacks
