@@ -16,8 +16,8 @@
  * A large result (conn.list of many connections) is made in parts: rpc.c
  * makes the first and leaves cl->job set; a uv_idle then makes one part per
  * loop turn for each such client, at most CTL_JOB_STEP_US each (or, under
- * load, a third of the last poll phase's busy time, at most
- * CTL_JOB_STEP_MAX_US), while the
+ * load, their share of a third of the last poll phase's busy time, at most
+ * CTL_JOB_STEP_MAX_US in all), while the
  * client has at most CTL_JOB_OUT_LOW bytes unread (its write callback lets
  * it go on). Meanwhile the client's later requests wait, in order, and its
  * events are counted as lost; other clients and connections are served
@@ -206,12 +206,12 @@ static void control_job_cb(uv_idle_t *h)
 {
     struct control *ctl = h->data;
     struct list run;
-    /* Under load a part may take a share of the turn (see CTL_JOB_SHARE),
-     * so a big reply still ends in bounded time while traffic flows. */
-    uint64_t step = ctl->lp->poll_busy_ns / CTL_JOB_SHARE;
+    /* Under load the parts of this turn may take a share of it (see
+     * CTL_JOB_SHARE), split between the clients, so a big reply still ends
+     * in bounded time while traffic flows; each client's part gets at
+     * least CTL_JOB_STEP_US. */
+    uint64_t step = ctl->lp->poll_busy_ns / CTL_JOB_SHARE, n = 0;
 
-    if (step < (uint64_t)CTL_JOB_STEP_US * 1000)
-        step = (uint64_t)CTL_JOB_STEP_US * 1000;
     if (step > (uint64_t)CTL_JOB_STEP_MAX_US * 1000)
         step = (uint64_t)CTL_JOB_STEP_MAX_US * 1000;
     /* One part per client this turn; a client queued again (or anew)
@@ -219,6 +219,11 @@ static void control_job_cb(uv_idle_t *h)
      * everyone else. */
     list_init(&run);
     list_splice(&ctl->jobs, &run);
+    for (struct list *l = run.next; l != &run; l = l->next)
+        n++;
+    step = n ? step / n : step;
+    if (step < (uint64_t)CTL_JOB_STEP_US * 1000)
+        step = (uint64_t)CTL_JOB_STEP_US * 1000;
     while (!list_empty(&run)) {
         struct ctl_client *cl = container_of(run.next, struct ctl_client, job_link);
         list_del(&cl->job_link);
@@ -411,7 +416,7 @@ static void control_lane_cb(uv_prepare_t *h)
 void control_lane_tick(struct control *ctl)
 {
     struct loop *lp = ctl->lp;
-    uint64_t now = uv_hrtime(), idle, busy, step;
+    uint64_t now = uv_hrtime(), idle, busy, step, end;
 
     if (!lp->poll_start_ns) {
         lp->lane_due_ns = now + control_lane_step(0); /* no phase measured yet */
@@ -424,8 +429,11 @@ void control_lane_tick(struct control *ctl)
         return;
     }
     step = control_lane_step(control_lane_serve(ctl));
-    lp->lane_at_ns = busy + step;
-    lp->lane_due_ns = now + step;
+    /* What the requests took is busy time too (nothing idles inside a
+     * callback): the next look is a step after they ended. */
+    end = uv_hrtime();
+    lp->lane_at_ns = busy + (end - now) + step;
+    lp->lane_due_ns = end + step;
 }
 
 /* Read requests only while the client takes its replies and none of its

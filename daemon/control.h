@@ -30,10 +30,12 @@ struct loop;
  * only while the client has at most CTL_JOB_OUT_LOW bytes unread, so a
  * reply of any size takes bounded memory and reaches a client that reads. */
 #define CTL_JOB_STEP_US 100
-/* Under load a part may take up to 1/CTL_JOB_SHARE of the last poll
- * phase's busy time instead (at most CTL_JOB_STEP_MAX_US): with 16 streams
- * at 64 KiB a turn is busy for about 0.8 ms, and 100 us parts would make a
- * list of 100,000 connections take over 1.5 s. */
+/* Under load the parts of one turn may take up to 1/CTL_JOB_SHARE of the
+ * last poll phase's busy time together (at most CTL_JOB_STEP_MAX_US, split
+ * between the clients with a reply in parts, each still getting at least
+ * CTL_JOB_STEP_US): with 16 streams at 64 KiB a turn is busy for about
+ * 0.8 ms, and 100 us parts would make a list of 100,000 connections take
+ * over 1.5 s. */
 #define CTL_JOB_SHARE 3
 #define CTL_JOB_STEP_MAX_US 1000
 #define CTL_JOB_CHUNK (128 * 1024) /* a part ends at this many bytes */
@@ -135,9 +137,10 @@ void control_client_close(struct ctl_client *cl);
  * passed lp->lane_due_ns: serves the fast lane when the phase has run
  * callbacks for CTL_LANE_BUSY_US since it began or the lane was last
  * looked at (CTL_LANE_AGAIN_US after a look that found requests), and sets
- * when to look next. Requests are then handled as if a
- * plugin made the same calls from its received callback, which every
- * control method allows. */
+ * when to look next. Requests run there as between two connections'
+ * callbacks: no plugin frame is on the stack, the connection just read is
+ * settled, and libuv defers closing any handle (the one just read too) to
+ * its close callbacks. */
 void control_lane_tick(struct control *ctl);
 
 #endif
