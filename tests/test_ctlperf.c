@@ -686,66 +686,9 @@ END_TEST
 
 /* ---- the fast lane --------------------------------------------------------- */
 
-/* A control request that arrives while the loop is busy is served before
- * the next turn's traffic (daemon/control.c, control_lane_cb). A plugin
- * blocks the loop for 600 ms; meanwhile bytes arrive on an echo connection
- * B and then "conn.mute B" on the control socket. With the lane the mute is
- * done before B's bytes are read, so nothing comes back until the unmute;
- * without it epoll reports B first (its bytes came first) and they are
- * echoed before the mute. */
-START_TEST(test_a_request_made_during_a_busy_turn_goes_before_the_next_turns_traffic)
-{
-    static const char cfg[] =
-        "{\"plugin_dir\":\"@PLUGINS@\","
-        "\"plugins\":[{\"name\":\"echo\",\"file\":\"echo.so\"},"
-        "{\"name\":\"slow\",\"file\":\"@TPLUGINS@/testplug.so\",\"config\":{\"block_ms\":600}}],"
-        "\"listeners\":[{\"name\":\"e\",\"host\":\"127.0.0.1\",\"port\":0,\"plugin\":\"echo\"},"
-        "{\"name\":\"w\",\"host\":\"127.0.0.1\",\"port\":0,\"plugin\":\"slow\"}]}";
-    struct chan *ch;
-    json_t *list, *r;
-    long long id_b;
-    char params[64], buf[8] = {0};
-    int a, b, rc;
-
-    rc = daemon_start(&D, cfg, NULL);
-    d_started = true;
-    CHECK(rc == 0, "connd did not start:\n%s", D.log ? D.log : "");
-    ch = chan_new();
-    b = tcp_connect("127.0.0.1", daemon_port(&D, "e"));
-    a = tcp_connect("127.0.0.1", daemon_port(&D, "w"));
-    CHECK(a >= 0 && b >= 0, "connect");
-    CHECK(io_echoes(b, "up"), "B does not echo");
-    list = call(ch, 1, "conn.list", "{\"listener\":\"e\"}");
-    CHECK(json_array_size(list) == 1, "conn.list: %s", json_dumps(list, JSON_COMPACT));
-    id_b = json_integer_value(json_object_get(json_array_get(list, 0), "id"));
-    json_decref(list);
-
-    CHECK(io_write_all(a, "x", 1) == 0, "write A"); /* the loop blocks 600 ms */
-    CHECK(daemon_wait_log(&D, "blocking id=", 2000), "A's bytes not received");
-    usleep(100 * 1000);
-    CHECK(io_write_all(b, "late", 4) == 0, "write B");
-    usleep(100 * 1000);
-    snprintf(params, sizeof(params), "{\"id\":%lld}", id_b);
-    r = call(ch, 2, "conn.mute", params);
-    json_decref(r);
-    CHECK(!io_readable(b, 300), "B's bytes were echoed before the mute that came during "
-                                "the busy turn (served after the next turn's traffic)");
-    r = call(ch, 3, "conn.unmute", params);
-    json_decref(r);
-    CHECK(io_read_exact(b, buf, 4) == 0 && memcmp(buf, "late", 4) == 0,
-          "B's bytes after the unmute: \"%s\"", buf);
-    close(a);
-    close(b);
-}
-END_TEST
-
-/* Inside a long poll phase the lane is looked at between reads too
- * (conn_read_cb -> control_lane_tick). The setup for the tests below: a
- * slow plugin blocks the loop on W's byte; meanwhile bytes arrive on A
- * (slow as well) and then on an echo connection B, so the next poll phase
- * reports A then B. Returns once A's read blocks (600 ms) with B's bytes
- * waiting behind it; ids of A and B in *id_a, *id_b. */
-static const char long_turn_cfg[] =
+/* The lane tests' daemon: an echo listener "e" and a listener "w" whose
+ * plugin blocks the loop for 600 ms in each received(). */
+static const char slow_cfg[] =
     "{\"plugin_dir\":\"@PLUGINS@\","
     "\"plugins\":[{\"name\":\"echo\",\"file\":\"echo.so\"},"
     "{\"name\":\"slow\",\"file\":\"@TPLUGINS@/testplug.so\",\"config\":{\"block_ms\":600}}],"
@@ -774,19 +717,79 @@ static long long listed_id(struct chan *ch, int rid, const char *listener, int n
     return id;
 }
 
-static struct chan *long_turn_start(int *w, int *a, int *b, long long *id_a, long long *id_b)
+/* Start the slow_cfg daemon with one echo connection B (checked to echo);
+ * its id in *id_b. Returns the control channel. */
+static struct chan *slow_start(int *b, long long *id_b)
 {
     struct chan *ch;
-    int rc = daemon_start(&D, long_turn_cfg, NULL);
+    int rc = daemon_start(&D, slow_cfg, NULL);
 
     d_started = true;
     CHECK(rc == 0, "connd did not start:\n%s", D.log ? D.log : "");
     ch = chan_new();
     *b = tcp_connect("127.0.0.1", daemon_port(&D, "e"));
-    *w = tcp_connect("127.0.0.1", daemon_port(&D, "w"));
-    CHECK(*w >= 0 && *b >= 0, "connect");
+    CHECK(*b >= 0, "connect B");
     CHECK(io_echoes(*b, "up"), "B does not echo");
     *id_b = listed_id(ch, 1, "e", 0);
+    return ch;
+}
+
+/* B has "late" waiting: mute it (request id rid), check nothing comes
+ * back (else fail with `why`), unmute, and get "late" back. */
+static void mute_holds_until_unmute(struct chan *ch, int rid, int b, long long id_b,
+                                    const char *why)
+{
+    char params[64], buf[8] = {0};
+
+    snprintf(params, sizeof(params), "{\"id\":%lld}", id_b);
+    json_decref(call(ch, rid, "conn.mute", params));
+    CHECK(!io_readable(b, 300), "%s", why);
+    json_decref(call(ch, rid + 1, "conn.unmute", params));
+    CHECK(io_read_exact(b, buf, 4) == 0 && memcmp(buf, "late", 4) == 0,
+          "B's bytes after the unmute: \"%s\"", buf);
+}
+
+/* A control request that arrives while the loop is busy is served before
+ * the next turn's traffic (daemon/control.c, control_lane_cb). A plugin
+ * blocks the loop for 600 ms; meanwhile bytes arrive on an echo connection
+ * B and then "conn.mute B" on the control socket. With the lane the mute is
+ * done before B's bytes are read, so nothing comes back until the unmute;
+ * without it epoll reports B first (its bytes came first) and they are
+ * echoed before the mute. */
+START_TEST(test_a_request_made_during_a_busy_turn_goes_before_the_next_turns_traffic)
+{
+    struct chan *ch;
+    long long id_b;
+    int a, b;
+
+    ch = slow_start(&b, &id_b);
+    a = tcp_connect("127.0.0.1", daemon_port(&D, "w"));
+    CHECK(a >= 0, "connect A");
+    CHECK(io_write_all(a, "x", 1) == 0, "write A"); /* the loop blocks 600 ms */
+    CHECK(daemon_wait_log(&D, "blocking id=", 2000), "A's bytes not received");
+    usleep(100 * 1000);
+    CHECK(io_write_all(b, "late", 4) == 0, "write B");
+    usleep(100 * 1000);
+    mute_holds_until_unmute(ch, 2, b, id_b,
+                            "B's bytes were echoed before the mute that came during "
+                            "the busy turn (served after the next turn's traffic)");
+    close(a);
+    close(b);
+}
+END_TEST
+
+/* Inside a long poll phase the lane is looked at between reads too
+ * (conn_read_cb -> control_lane_tick). The setup for the tests below: the
+ * slow plugin blocks the loop on W's byte; meanwhile bytes arrive on A
+ * (slow as well) and then on the echo connection B, so the next poll
+ * phase reports A then B. Returns once A's read blocks (600 ms) with B's
+ * bytes waiting behind it; ids of A and B in *id_a, *id_b. */
+static struct chan *long_turn_start(int *w, int *a, int *b, long long *id_a, long long *id_b)
+{
+    struct chan *ch = slow_start(b, id_b);
+
+    *w = tcp_connect("127.0.0.1", daemon_port(&D, "w"));
+    CHECK(*w >= 0, "connect W");
     *a = tcp_connect("127.0.0.1", daemon_port(&D, "w"));
     CHECK(*a >= 0, "connect A");
     /* conn.list goes by id: W first, then A. */
@@ -810,17 +813,12 @@ START_TEST(test_a_request_made_during_a_long_turn_goes_before_the_rest_of_that_t
 {
     struct chan *ch;
     long long id_a, id_b;
-    char params[64], buf[8] = {0};
     int w, a, b;
 
     ch = long_turn_start(&w, &a, &b, &id_a, &id_b);
-    snprintf(params, sizeof(params), "{\"id\":%lld}", id_b);
-    json_decref(call(ch, 3, "conn.mute", params));
-    CHECK(!io_readable(b, 300), "B's bytes were echoed although the mute came before "
-                                "the poll phase reached B (no lane between reads)");
-    json_decref(call(ch, 4, "conn.unmute", params));
-    CHECK(io_read_exact(b, buf, 4) == 0 && memcmp(buf, "late", 4) == 0,
-          "B's bytes after the unmute: \"%s\"", buf);
+    mute_holds_until_unmute(ch, 3, b, id_b,
+                            "B's bytes were echoed although the mute came before "
+                            "the poll phase reached B (no lane between reads)");
     close(w);
     close(a);
     close(b);
@@ -830,8 +828,9 @@ END_TEST
 /* Requests served between reads may end the connection whose read just
  * ran and one whose read is still to come in the same phase: A is
  * aborted right after its own read, B closed before its read (its
- * bytes are never echoed); both peers see the end, the loop goes on (the ASan and valgrind runs check
- * that no freed connection is touched) and a new connection echoes. */
+ * bytes are never echoed); both peers see the end, the loop goes on (the
+ * ASan and valgrind runs check that no freed connection is touched) and a
+ * new connection echoes. */
 START_TEST(test_requests_between_reads_may_end_the_connections_of_that_turn)
 {
     struct chan *ch;
