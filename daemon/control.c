@@ -416,14 +416,13 @@ static void control_lane_cb(uv_prepare_t *h)
 void control_lane_tick(struct control *ctl)
 {
     struct loop *lp = ctl->lp;
-    uint64_t now = uv_hrtime(), idle, busy, step, end;
+    uint64_t now = uv_hrtime(), busy, step, end;
 
     if (!lp->poll_start_ns) {
         lp->lane_due_ns = now + control_lane_step(0); /* no phase measured yet */
         return;
     }
-    idle = uv_metrics_idle_time(&lp->uv) - lp->poll_start_idle_ns;
-    busy = now - lp->poll_start_ns > idle ? now - lp->poll_start_ns - idle : 0;
+    busy = loop_poll_busy_ns(lp, now);
     if (busy < lp->lane_at_ns) {
         lp->lane_due_ns = now + (lp->lane_at_ns - busy);
         return;

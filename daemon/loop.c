@@ -66,15 +66,23 @@ const char *loop_mute_name(const struct loop *lp, uint32_t bit)
 
 /* ---- per-iteration machinery ------------------------------------------ */
 
+uint64_t loop_poll_busy_ns(struct loop *lp, uint64_t now)
+{
+    uint64_t spent, idle;
+
+    if (!lp->poll_start_ns)
+        return 0;
+    spent = now - lp->poll_start_ns;
+    idle = uv_metrics_idle_time(&lp->uv) - lp->poll_start_idle_ns;
+    return spent > idle ? spent - idle : 0;
+}
+
 static void loop_turn_cb(uv_check_t *h)
 {
     struct loop *lp = h->data;
     lp->turn++;
-    if (lp->poll_start_ns) {
-        uint64_t spent = uv_hrtime() - lp->poll_start_ns;
-        uint64_t idle = uv_metrics_idle_time(&lp->uv) - lp->poll_start_idle_ns;
-        lp->poll_busy_ns = spent > idle ? spent - idle : 0;
-    }
+    if (lp->poll_start_ns)
+        lp->poll_busy_ns = loop_poll_busy_ns(lp, uv_hrtime());
 }
 
 static void loop_resume_cb(uv_idle_t *h)

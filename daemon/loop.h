@@ -121,6 +121,10 @@ const char *loop_mute_name(const struct loop *lp, uint32_t bit);
 void loop_conn_gone(struct loop *lp);
 /* Queue c to deliver buffered bytes and read again on the next turn. */
 void loop_queue_resume(struct loop *lp, struct conn *c);
+/* How long the poll phase in progress (or the last one, called after it)
+ * has run callbacks up to `now` (uv_hrtime): the time since poll_start_ns
+ * minus the time blocked in epoll. 0 when no phase was measured. */
+uint64_t loop_poll_busy_ns(struct loop *lp, uint64_t now);
 /* Put c under the graceful-close sweep. */
 void loop_watch_closing(struct loop *lp, struct conn *c);
 /* Milliseconds of the wall clock. */
