@@ -15,6 +15,7 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <linux/sockios.h>
@@ -46,6 +47,9 @@ struct wreq {
 
 static void conn_io_update(struct conn *c);
 static void conn_finish(struct conn *c, bool reset);
+static bool conn_can_splice(const struct conn *c);
+static void conn_splice(struct conn *c);
+static void conn_unrelay(struct conn *c);
 
 /* Whether the plugin may still hear about c (anything but closed()). */
 static bool conn_live(const struct conn *c)
@@ -167,6 +171,11 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         c->yielding = true;
         *buf = uv_buf_init(NULL, 0);
         return;
+    } else if (c->relay && conn_can_splice(c)) {
+        /* The same empty buffer, so that read_cb splices instead. */
+        c->splicing = true;
+        *buf = uv_buf_init(NULL, 0);
+        return;
     }
     if (c->rcap < want) {
         uint8_t *nb = realloc(c->rbuf, want);
@@ -252,6 +261,12 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
     if (nread == 0)
         return;
+    if (nread == UV_ENOBUFS && c->splicing) {
+        c->splicing = false; /* see conn_alloc_cb */
+        conn_splice(c);
+        conn_io_update(c);
+        goto lane;
+    }
     if (nread < 0) {
         if (nread == UV_ENOBUFS && c->yielding)
             c->yielding = false; /* a yield (see conn_alloc_cb), not a failure */
@@ -276,6 +291,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_deliver(c);
     /* After max_size bytes in one turn, the next alloc_cb yields. */
     conn_io_update(c);
+lane:
     /* Last, with the connection in a settled state: a long poll phase lets
      * control requests in between reads (control_lane_tick). */
     if (c->lp->ctl && uv_hrtime() >= c->lp->lane_due_ns)
@@ -651,10 +667,158 @@ int conn_set_notify(struct conn *c, struct plugin *p)
     p->n_conns++;
     c->plugin = p;
     c->user = NULL;
+    conn_unrelay(c); /* the new plugin did not ask for it */
     old->n_conns--;
     plugin_conn_gone(old); /* the last one moved off a retired generation */
     NOTIFY(c, adopted);
     return 0;
+}
+
+/* ---- relay ------------------------------------------------------------ */
+
+static void conn_unrelay(struct conn *c)
+{
+    if (c->relay) {
+        log_debug("conn %" PRIu64 ": relay to conn %" PRIu64 " ended", c->id, c->relay->id);
+        c->relay->relay = NULL;
+        c->relay = NULL;
+    }
+}
+
+int conn_relay(struct conn *a, struct conn *b)
+{
+    struct loop *lp = a->lp;
+    size_t want;
+
+    if (!b) {
+        conn_unrelay(a);
+        return 0;
+    }
+    if (a == b || a->lp != b->lp)
+        return -EINVAL;
+    if (a->state != CONN_OPEN || b->state != CONN_OPEN)
+        return -ENOTCONN;
+    if (a->relay == b)
+        return 0;
+    if (a->relay || b->relay)
+        return -EBUSY;
+    if (lp->relay_pipe[0] < 0) {
+        if (pipe2(lp->relay_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+            int err = errno;
+            lp->relay_pipe[0] = lp->relay_pipe[1] = -1;
+            log_warn("relay: pipe: %s; relayed bytes are copied", strerror(err));
+            return -err;
+        }
+        lp->relay_pipe_cap = (size_t)fcntl(lp->relay_pipe[1], F_GETPIPE_SZ);
+    }
+    /* One splice moves up to max_size, as one read does: grow the pipe to
+     * the largest max_size relayed, where the kernel allows it. */
+    want = a->lim.max_size > b->lim.max_size ? a->lim.max_size : b->lim.max_size;
+    if (lp->relay_pipe_cap < want) {
+        int cap = fcntl(lp->relay_pipe[1], F_SETPIPE_SZ, (int)want);
+        if (cap < 0)
+            cap = fcntl(lp->relay_pipe[1], F_GETPIPE_SZ);
+        if (cap > 0)
+            lp->relay_pipe_cap = (size_t)cap;
+    }
+    a->relay = b;
+    b->relay = a;
+    log_debug("conn %" PRIu64 ": relayed to conn %" PRIu64, a->id, b->id);
+    return 0;
+}
+
+/* Whether c's next read may go straight to its relay peer d: nothing of
+ * c's waits for the plugin (so c's bytes keep their order), nothing waits
+ * to go out on d (so d's do), d takes writes, and no sent() of d's plugin
+ * would be bypassed. Otherwise the bytes go to received() as usual. */
+static bool conn_can_splice(const struct conn *c)
+{
+    const struct conn *d = c->relay;
+
+    return c->expect == 0 && c->rlen == c->roff && !c->paused && d->state == CONN_OPEN &&
+           !d->wr_shut && !d->close_requested && d->pending == 0 && !d->plugin->notify.sent;
+}
+
+/* What the peer did not take at once: read back out of the pipe (which
+ * must be empty when this callback ends) and delivered to received() as
+ * if read, whose write queues it behind the spliced bytes. */
+static void conn_splice_rest(struct conn *c, size_t left)
+{
+    int rfd = c->lp->relay_pipe[0];
+    size_t got = 0;
+
+    if (c->rcap < left) {
+        uint8_t *nb = realloc(c->rbuf, left);
+        if (!nb) {
+            /* The rest cannot be kept: both streams would have a gap. */
+            struct conn *d = c->relay;
+            char sink[4096];
+            while (read(rfd, sink, sizeof(sink)) > 0)
+                ;
+            conn_abort(d, "relay: out of memory");
+            conn_abort(c, "relay: out of memory");
+            return;
+        }
+        c->rbuf = nb;
+        c->rcap = (uint32_t)left;
+    }
+    while (got < left) {
+        ssize_t n = read(rfd, c->rbuf + got, left - got);
+        if (n > 0)
+            got += (size_t)n;
+        else if (n < 0 && errno == EINTR)
+            continue;
+        else
+            break; /* cannot happen: the bytes are in the pipe */
+    }
+    c->rlen = (uint32_t)got;
+    conn_deliver(c);
+}
+
+/* Move up to max_size bytes from c's socket to its relay peer's through
+ * the loop's pipe: no copy through user space. EOF and errors are c's, as
+ * from a read; a peer that cannot take everything gets the rest through
+ * conn_splice_rest, and its errors show on that write. */
+static void conn_splice(struct conn *c)
+{
+    struct loop *lp = c->lp;
+    struct conn *d = c->relay;
+    size_t len = c->lim.max_size < lp->relay_pipe_cap ? c->lim.max_size : lp->relay_pipe_cap;
+    ssize_t n, m;
+    size_t out = 0;
+
+    do
+        n = splice(conn_fd(c), NULL, lp->relay_pipe[1], NULL, len,
+                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) {
+        conn_on_eof(c);
+        return;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN)
+            conn_fail(c, "read", -errno); /* libuv's codes are -errno */
+        return;
+    }
+    c->bytes_in += (uint64_t)n;
+    c->last_active_ms = uv_now(&lp->uv);
+    conn_turn(c);
+    c->turn_bytes += (uint32_t)n;
+    while (out < (size_t)n) {
+        m = splice(lp->relay_pipe[0], NULL, conn_fd(d), NULL, (size_t)n - out,
+                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (m > 0)
+            out += (size_t)m;
+        else if (!(m < 0 && errno == EINTR))
+            break; /* full (EAGAIN) or failing: the write of the rest tells */
+    }
+    if (out > 0) {
+        d->bytes_out += out;
+        d->last_active_ms = c->last_active_ms;
+        lp->spliced_bytes += out;
+    }
+    if (out < (size_t)n)
+        conn_splice_rest(c, (size_t)n - out);
 }
 
 int conn_fd(const struct conn *c)
@@ -759,6 +923,7 @@ static void conn_finish(struct conn *c, bool reset)
         connector_cancel(c->cx);
         c->cx = NULL;
     }
+    conn_unrelay(c);
     if (reset) {
         /* SO_LINGER 0 makes close(2) send a RST and drop queued bytes; set by
          * hand because uv_tcp_close_reset refuses after a uv_shutdown. */

@@ -64,8 +64,11 @@ struct conn {
     uint64_t created_ms;     /* wall clock */
     uint64_t last_active_ms; /* loop clock (uv_now) of the last read or write */
     const char *why;         /* why it is closing: a static string */
+    /* relay(): the connection this one's bytes may be spliced to, and which
+     * splices to this one (always both ways); NULL when not relayed. */
+    struct conn *relay;
     uint32_t mute_mask;
-    enum conn_state state;
+    uint8_t state; /* enum conn_state; one byte keeps the struct in 512 */
 
     bool reading : 1;        /* uv_read_start is in force */
     bool paused : 1;         /* received() returned false: resume next turn */
@@ -84,6 +87,7 @@ struct conn {
     bool watch_errors : 1;    /* the peer-close watch asks only for errors */
     bool watch_done : 1;      /* both directions shut: nothing left to watch */
     bool yielding : 1;        /* alloc_cb gave an empty buffer to end the turn */
+    bool splicing : 1;        /* alloc_cb gave an empty buffer to splice instead */
 };
 
 /* struct conn is what plugins see as struct connd_conn. */
@@ -126,6 +130,9 @@ int conn_abort(struct conn *c, const char *reason);
 /* "connecting", "open", "closing" or "closed". */
 const char *conn_state_name(const struct conn *c);
 int conn_set_notify(struct conn *c, struct plugin *p);
+/* Relay a and b both ways (see connd_host.relay); b NULL ends a's relay.
+ * Returns 0, -EINVAL, -ENOTCONN, -EBUSY, or the errno of pipe2(2). */
+int conn_relay(struct conn *a, struct conn *b);
 int conn_fd(const struct conn *c);
 
 /* Loop hooks. */

@@ -307,6 +307,7 @@ int loop_init(struct loop *lp, struct config *cfg, const char *config_path)
     if (config_path && !(lp->config_path = strdup(config_path)))
         return -ENOMEM;
     lp->rdhup_fd = -1;
+    lp->relay_pipe[0] = lp->relay_pipe[1] = -1;
     lp->start_ms = loop_wall_ms();
     list_init(&lp->conns);
     list_init(&lp->resume);
@@ -398,6 +399,9 @@ void loop_close(struct loop *lp)
     }
     if (lp->rdhup_fd >= 0)
         close(lp->rdhup_fd);
+    for (int i = 0; i < 2; i++)
+        if (lp->relay_pipe[i] >= 0)
+            close(lp->relay_pipe[i]);
     idmap_free(&lp->by_id);
     config_free(lp->cfg);
     lp->cfg = NULL;

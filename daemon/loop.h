@@ -72,6 +72,14 @@ struct loop {
     int rdhup_fd;
     uv_poll_t rdhup_poll;
 
+    /* relay(): the one pipe every splice goes through (made at the first
+     * relay; -1 before). It is empty between callbacks: what a socket
+     * cannot take at once is read back out and delivered as received
+     * bytes, so no byte ever waits in it. */
+    int relay_pipe[2];
+    size_t relay_pipe_cap;  /* its capacity: the most one splice moves */
+    uint64_t spliced_bytes; /* moved socket to socket, for status */
+
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
     uint64_t shutdown_after_ms; /* loop_shutdown_later's timeout */

@@ -197,6 +197,8 @@ static json_t *conn_json(const struct conn *c)
         json_object_set_new(o, "expect", json_integer((json_int_t)c->expect));
         json_object_set_new(o, "read_buffer", json_integer((json_int_t)c->rcap));
         json_object_set_new(o, "buffered", json_integer((json_int_t)(c->rlen - c->roff)));
+        json_object_set_new(o, "relay",
+                            c->relay ? json_integer((json_int_t)c->relay->id) : json_null());
         if (c->plugin->notify.show && c->state != CONN_CLOSED) {
             char buf[2048];
             int n = c->plugin->notify.show(c->plugin->state, (struct connd_conn *)c, buf,
@@ -419,11 +421,12 @@ static int m_status(struct rpc_req *r, json_t *p, json_t **res)
         n_listeners += !l->closed;
     for (struct plugin *pl = r->lp->plugins; pl; pl = pl->next)
         n_plugins++;
-    *res = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:b}", "version", CONND_VERSION, "pid",
-                     (int)getpid(), "uptime_ms",
+    *res = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:b, s:I}", "version", CONND_VERSION,
+                     "pid", (int)getpid(), "uptime_ms",
                      (json_int_t)(loop_wall_ms() - r->lp->start_ms), "connections",
                      (json_int_t)r->lp->n_conns, "listeners", (json_int_t)n_listeners,
-                     "plugins", (json_int_t)n_plugins, "stopping", r->lp->stopping);
+                     "plugins", (json_int_t)n_plugins, "stopping", r->lp->stopping,
+                     "spliced_bytes", (json_int_t)r->lp->spliced_bytes);
     return 0;
 }
 

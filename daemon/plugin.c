@@ -597,6 +597,13 @@ static int h_connect(struct connd_plugin *cp, const char *host, const char *port
     return 0;
 }
 
+static int h_relay(struct connd_conn *a, struct connd_conn *b)
+{
+    if (!a)
+        return -EINVAL;
+    return conn_relay(conn_of(a), b ? conn_of(b) : NULL);
+}
+
 static const char *h_plugin_name(const struct connd_plugin *p)
 {
     return ((const struct plugin *)p)->name;
@@ -637,5 +644,6 @@ const struct connd_host plugin_host = {
     .plugin_name = h_plugin_name,
     .listener_name = h_listener_name,
     .shutdown = h_shutdown,
+    .relay = h_relay,
 };
 

@@ -208,6 +208,24 @@ struct connd_host {
      * fires) once the peer's EOF has arrived too, which a plugin with a
      * peer_closed() hook sees first. */
     int (*shutdown)(struct connd_conn *c);
+
+    /* Relay a and b both ways: from now on, bytes read from one may go
+     * straight to the other's socket inside the kernel (splice(2) through
+     * a pipe), without a copy through user space and without received() on
+     * the one or sent() on the other. It is an offer, not a mode: whenever
+     * a byte cannot go that way with its order kept (the destination has
+     * bytes queued, is closing or shut down, or its plugin has a sent()
+     * hook; the source has buffered bytes, expect() in force, or paused)
+     * it is read and delivered to received() as before, and so is what the
+     * destination's socket does not take at once. So received() must still
+     * write what it gets to the other side, unchanged. Everything else
+     * stays as it was: mute stops the source, throttled()/unthrottled()
+     * and EOF (peer_closed) fire as usual, close drains, abort drops. The
+     * relay ends when either closes or changes plugin, or with b NULL.
+     * Returns 0 (also when a and b are already relayed to each other),
+     * -EINVAL (a == b), -ENOTCONN (either not open), -EBUSY (either relayed
+     * to another), or the errno of pipe2(2): the bytes go to received(). */
+    int (*relay)(struct connd_conn *a, struct connd_conn *b);
     /* new members go below this line, never above, never reordered */
 };
 

@@ -9,6 +9,9 @@
  * - Half-close: EOF from one side shuts down the other side's write
  *   direction once what is queued for it has gone; each connection closes
  *   when both of its directions are done.
+ * - Zero copy: once the upstream is up the two connections are relayed
+ *   (host relay(), splice(2) inside the kernel) unless config.splice is
+ *   false; received() below still relays whatever connd delivers.
  * - Failure: an upstream that cannot be reached (or does not answer within
  *   config.connect_timeout_ms, default 5000) closes the client with a
  *   logged reason; either side closing closes the other gracefully.
@@ -30,6 +33,7 @@ struct proxy {
     struct connd_plugin *self;
     char host[256], port[16];
     uint64_t connect_timeout_ms;
+    bool splice; /* config.splice, default true */
 };
 
 struct pair {
@@ -66,6 +70,7 @@ static int proxy_init(const struct connd_host *h, struct connd_plugin *self,
 {
     json_t *cfg = json_loads(config_json, 0, NULL);
     json_t *up = json_object_get(cfg, "upstream"), *to = json_object_get(cfg, "connect_timeout_ms");
+    json_t *sp = json_object_get(cfg, "splice");
     struct proxy *px = calloc(1, sizeof(*px));
 
     if (!cfg || !px) {
@@ -89,6 +94,11 @@ static int proxy_init(const struct connd_host *h, struct connd_plugin *self,
         }
         px->connect_timeout_ms = (uint64_t)json_integer_value(to);
     }
+    if (sp && !json_is_boolean(sp)) {
+        h->log(self, CONND_LOG_ERR, "config.splice: expected true or false");
+        goto fail;
+    }
+    px->splice = !sp || json_is_true(sp);
     json_decref(cfg);
     *state = px;
     return 0;
@@ -143,6 +153,11 @@ static void proxy_connected(void *state, struct connd_conn *c)
     px->h->set_nodelay(c, true);
     if (pr && pr->client) {
         px->h->set_nodelay(pr->client, true);
+        if (px->splice && CONND_HOST_HAS(px->h, relay)) {
+            int rc = px->h->relay(pr->client, c);
+            if (rc < 0) /* the bytes are copied through received() */
+                px->h->conn_log(c, CONND_LOG_DEBUG, "proxy: relay: error %d", rc);
+        }
         px->h->unmute(pr->client, PROXY_REASON);
     }
 }
