@@ -431,11 +431,28 @@ static int start_echo_upstream(void)
     return start(&U, "up", ECHO_UPSTREAM_CFG);
 }
 
+/* The proxy tests run twice: with the zero-copy relay (the default) and
+ * with "splice": false, every byte through received() and write(). */
+static bool proxy_copies;
+
+static void setup_copy(void)
+{
+    proxy_copies = true;
+}
+
+static void teardown_copy(void)
+{
+    proxy_copies = false;
+}
+
 /* D proxies to 127.0.0.1:up_port with more proxy config (",\"k\":v" or "");
  * returns the proxy listener's port. */
 static int start_proxy(int up_port, const char *extra)
 {
-    return start(&D, "p", PROXY_CFG, up_port, extra);
+    char cfg[256];
+
+    snprintf(cfg, sizeof(cfg), "%s%s", proxy_copies ? ",\"splice\":false" : "", extra);
+    return start(&D, "p", PROXY_CFG, up_port, cfg);
 }
 
 /* The proxy's upstream connection for the latest client is up. */
@@ -445,20 +462,82 @@ static void wait_upstream_connected(void)
                   log_tail(&D));
 }
 
+/* The ids of the proxy's two connections: the client's (on "p") and the
+ * outgoing one. */
+static void proxy_pair_ids(json_int_t *client_id, json_int_t *upstream_id)
+{
+    json_t *list = ctl_result(&D, "conn.list", "{}"), *e;
+    size_t i;
+
+    *client_id = *upstream_id = 0;
+    json_array_foreach(list, i, e) {
+        json_int_t id = json_integer_value(json_object_get(e, "id"));
+        if (json_is_string(json_object_get(e, "listener")))
+            *client_id = id;
+        else
+            *upstream_id = id;
+    }
+    ck_assert_msg(json_array_size(list) == 2 && *client_id && *upstream_id,
+                  "expected the proxy's two connections: %s", json_dumps(list, JSON_COMPACT));
+    json_decref(list);
+}
+
+/* conn.show's "relay" of id: the partner's id, or 0 for null. */
+static json_int_t relay_of(json_int_t id)
+{
+    json_t *show = conn_show(&D, id), *r = json_object_get(show, "relay");
+    json_int_t v;
+
+    ck_assert_msg(json_is_null(r) || json_is_integer(r), "conn.show without relay: %s",
+                  json_dumps(show, JSON_COMPACT));
+    v = json_is_integer(r) ? json_integer_value(r) : 0;
+    json_decref(show);
+    return v;
+}
+
+static json_int_t spliced_bytes(void)
+{
+    json_t *st = ctl_result(&D, "status", "{}");
+    json_int_t v = json_int_at(st, "spliced_bytes", NULL);
+
+    json_decref(st);
+    return v;
+}
+
 START_TEST(test_proxy_relays_64mib_each_way_intact_through_echo)
 {
     int port = start_proxy(start_echo_upstream(), "");
     uint8_t *data = random_bytes(FLOOD_BYTES, 1);
-    uint64_t t0 = now_ms();
+    uint64_t t0;
     struct io_peer p;
+    json_int_t cid, uid, spliced;
+
+    /* Relayed (conn.show names the partner both ways) unless copying. */
+    io_peer_init(&p, "client", client(port), NULL, 0, NULL, 0);
+    wait_upstream_connected();
+    proxy_pair_ids(&cid, &uid);
+    ck_assert_int_eq(relay_of(cid), proxy_copies ? 0 : uid);
+    ck_assert_int_eq(relay_of(uid), proxy_copies ? 0 : cid);
 
     /* Send and receive at once: 64 MiB out through proxy -> echo, the same
      * 64 MiB back through echo -> proxy. */
-    io_peer_init(&p, "client", client(port), data, FLOOD_BYTES, data, FLOOD_BYTES);
+    t0 = now_ms();
+    io_peer_init(&p, "client", p.fd, data, FLOOD_BYTES, data, FLOOD_BYTES);
     io_pump(&p, 1, UNDER_ASAN ? 60000 : 30000, NULL);
     io_peer_assert_ok(&p);
-    fprintf(stderr, "proxy: 64 MiB each way in %llu ms\n",
-            (unsigned long long)(now_ms() - t0));
+    spliced = spliced_bytes();
+    fprintf(stderr, "proxy (%s): 64 MiB each way in %llu ms, %lld bytes spliced\n",
+            proxy_copies ? "copy" : "relay", (unsigned long long)(now_ms() - t0),
+            (long long)spliced);
+    /* Copying, nothing is spliced; relayed, most of it is (the rest went
+     * through received() while a side had bytes queued). */
+    if (proxy_copies)
+        ck_assert_int_eq(spliced, 0);
+    else
+        ck_assert_msg(spliced >= (json_int_t)FLOOD_BYTES / 2 &&
+                          spliced <= 2 * (json_int_t)FLOOD_BYTES,
+                      "spliced %lld of %lld bytes relayed", (long long)spliced,
+                      2 * (long long)FLOOD_BYTES);
     close(p.fd);
     ck_assert_msg(
         daemon_wait_log_count(&D, ": closed (in 67108864, out 67108864)", 2, 5000),
@@ -784,6 +863,94 @@ START_TEST(test_proxy_closes_the_client_after_connect_timeout_on_a_silent_upstre
     close(fill[1]);
     close(lfd);
     stop_clean(&D);
+}
+END_TEST
+
+/* conn.write to the upstream side while the client streams through it:
+ * each written piece arrives whole, in order, and between relayed bytes:
+ * relayed bytes never overtake a write queued before them. */
+#define MARKS 10
+#define MARK_LEN 10 /* "<<MARK-k>>", k one digit */
+START_TEST(test_proxy_keeps_control_writes_in_place_in_the_stream)
+{
+    int up_port, lfd = upstream_listen(8, 128 * KiB, &up_port);
+    int port = start_proxy(up_port, "");
+    size_t n = 8 * MiB, total = n + MARKS * MARK_LEN, off = 0, kept = 0;
+    uint8_t *data = random_bytes(n, 6), *got = malloc(total), *rest = malloc(n);
+    struct io_peer ps[2];
+    json_int_t cid, uid;
+    uint64_t deadline;
+    int ctl = ctl_connect(&D), k = 0;
+
+    ck_assert(got && rest && ctl >= 0);
+    io_peer_init(&ps[0], "client", client(port), data, n, NULL, 0);
+    io_peer_init(&ps[1], "upstream", upstream_accept(lfd, 5000), NULL, 0, NULL, 0);
+    ps[1].keep = got;
+    ps[1].keep_cap = total;
+    /* Reading in bursts, the upstream's socket fills now and then, and a
+     * mark waits in the queue while relayed bytes keep coming. */
+    ps[1].rx_burst = 256 * KiB;
+    ps[1].rx_pause_ms = 5;
+    wait_upstream_connected();
+    proxy_pair_ids(&cid, &uid);
+    /* A mark each time the upstream has read another n / (MARKS + 1). */
+    deadline = now_ms() + 30000;
+    while (ps[1].got < total && now_ms() < deadline) {
+        io_pump(ps, 2, 20, NULL);
+        ck_assert_msg(!ps[0].err && !ps[1].err && !ps[1].eof, "client err %d, upstream "
+                      "err %d eof %d", ps[0].err, ps[1].err, ps[1].eof);
+        if (k < MARKS && ps[1].got >= (size_t)(k + 1) * (n / (MARKS + 1))) {
+            char params[96];
+            snprintf(params, sizeof(params),
+                     "{\"id\":%" JSON_INTEGER_FORMAT ",\"data\":\"<<MARK-%d>>\"}", uid, k);
+            json_decref(ctl_result_on(ctl, "conn.write", params));
+            k++;
+        }
+    }
+    ck_assert_msg(ps[1].got == total, "the upstream got %zu of %zu bytes (%d marks sent)",
+                  ps[1].got, total, k);
+    /* Every mark once, whole, in order; without them the client's bytes. */
+    for (int m = 0; m < MARKS; m++) {
+        char mark[MARK_LEN + 1];
+        uint8_t *at;
+        size_t seg;
+        snprintf(mark, sizeof(mark), "<<MARK-%d>>", m);
+        at = memmem(got + off, total - off, mark, MARK_LEN);
+        ck_assert_msg(at, "mark %d is missing or out of order", m);
+        seg = (size_t)(at - got) - off;
+        ck_assert_msg(kept + seg <= n, "mark %d after more bytes than were sent", m);
+        memcpy(rest + kept, got + off, seg);
+        kept += seg;
+        off += seg + MARK_LEN;
+    }
+    ck_assert_int_eq(kept + (total - off), n);
+    memcpy(rest + kept, got + off, total - off);
+    ck_assert_msg(memcmp(rest, data, n) == 0,
+                  "without the marks, what reached the upstream is not what the client "
+                  "sent");
+    close(ctl);
+    close(ps[0].fd);
+    close(ps[1].fd);
+    close(lfd);
+    stop_clean(&D);
+    free(data);
+    free(got);
+    free(rest);
+}
+END_TEST
+
+START_TEST(test_proxy_refuses_a_splice_that_is_not_a_boolean)
+{
+    char *log = NULL;
+    int rc = daemon_run(CFG_HEAD "\"plugins\":[{\"name\":\"proxy\",\"file\":\"proxy.so\","
+                                 "\"config\":{\"upstream\":\"127.0.0.1:1\",\"splice\":1}}],"
+                                 "\"listeners\":[" LISTENER("p", "proxy", "") "]}",
+                        NULL, 10000, &log);
+
+    ck_assert_msg(rc == 1, "exit %d; log:\n%s", rc, log);
+    ck_assert_msg(strstr(log, "config.splice: expected true or false"),
+                  "the log should name config.splice:\n%s", log);
+    free(log);
 }
 END_TEST
 
@@ -1153,17 +1320,25 @@ static Suite *bundled_suite(void)
     Suite *s = suite_create("bundled");
     TCase *tc;
 
-    tc = tcase(s, "proxy", UNDER_ASAN ? 120 : 60);
-    tcase_add_test(tc, test_proxy_relays_64mib_each_way_intact_through_echo);
-    tcase_add_test(tc,
-                   test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_client);
-    tcase_add_test(
-        tc, test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_upstream);
-    tcase_add_test(tc, test_proxy_passes_the_clients_half_close_after_every_echoed_byte);
-    tcase_add_test(
-        tc, test_proxy_passes_the_clients_half_close_to_a_muted_echo_losing_nothing);
-    tcase_add_test(
-        tc, test_proxy_passes_the_upstreams_half_close_and_still_relays_the_client);
+    /* The relaying proxy (default), then the same tests copying. */
+    for (int copy = 0; copy < 2; copy++) {
+        tc = tcase(s, copy ? "proxy_copy" : "proxy", UNDER_ASAN ? 120 : 60);
+        if (copy)
+            tcase_add_checked_fixture(tc, setup_copy, teardown_copy);
+        tcase_add_test(tc, test_proxy_relays_64mib_each_way_intact_through_echo);
+        tcase_add_test(
+            tc, test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_client);
+        tcase_add_test(
+            tc, test_proxy_bounds_memory_and_loses_nothing_with_a_slow_reading_upstream);
+        tcase_add_test(tc, test_proxy_passes_the_clients_half_close_after_every_echoed_byte);
+        tcase_add_test(
+            tc, test_proxy_passes_the_clients_half_close_to_a_muted_echo_losing_nothing);
+        tcase_add_test(
+            tc, test_proxy_passes_the_upstreams_half_close_and_still_relays_the_client);
+        tcase_add_test(tc, test_proxy_keeps_control_writes_in_place_in_the_stream);
+    }
+    tc = tcase(s, "proxy_setup", 60);
+    tcase_add_test(tc, test_proxy_refuses_a_splice_that_is_not_a_boolean);
     tcase_add_test(tc, test_proxy_closes_the_client_and_logs_when_the_upstream_is_down);
     tcase_add_test(tc, test_proxy_upstream_takes_the_listeners_limits);
     tcase_add_test(
