@@ -91,12 +91,21 @@ static void set_reason(struct conn *c, const char *why)
         c->reason = strdup(why);
 }
 
+static void unrelay(struct conn *c)
+{
+    if (c->relay) {
+        c->relay->relay = NULL;
+        c->relay = NULL;
+    }
+}
+
 void cpt__conn_finish(struct conn *c, bool reset)
 {
     if (c->state == S_CLOSED)
         return;
     c->state = S_CLOSED;
     c->reset = reset;
+    unrelay(c);
 }
 
 /* Start a graceful close: drain, FIN, wait for the peer (cpt__conn_step). */
@@ -531,7 +540,34 @@ int cpt__conn_set_notify(struct connd_conn *cc, const char *name)
         return -ENOTCONN;
     c->p = p;
     c->user = NULL;
+    unrelay(c); /* the new plugin did not ask for it */
     NOTIFY(c, adopted);
+    return 0;
+}
+
+/* connd's checks and errors; the pair is only remembered: nothing is
+ * spliced here, every byte goes through received(), as in connd whenever
+ * a byte cannot be spliced with its order kept. */
+int cpt__conn_relay(struct connd_conn *ca, struct connd_conn *cb)
+{
+    struct conn *a = conn_of(ca, "relay"), *b;
+
+    if (!cb) {
+        unrelay(a);
+        return 0;
+    }
+    b = conn_of(cb, "relay");
+    if (a == b || a->h != b->h)
+        return -EINVAL;
+    if (a->state != S_OPEN || b->state != S_OPEN)
+        return -ENOTCONN;
+    if (a->relay == b)
+        return 0;
+    if (a->relay || b->relay)
+        return -EBUSY;
+    a->relay = b;
+    b->relay = a;
+    cpt__host_log(a->h, 7, "conn %" PRIu64 ": relayed to conn %" PRIu64, a->id, b->id);
     return 0;
 }
 

@@ -77,6 +77,7 @@ struct conn {
     uint64_t deadline; /* connecting: connect timeout; closing: no progress */
     struct cpt_target target;
     char *show;
+    struct conn *relay; /* relay(): the partner, both ways; NULL: none */
     struct sockopt opts[MAX_OPTS];
     int n_opts;
     bool paused; /* received() returned false: held until the next turn */
@@ -169,6 +170,7 @@ int cpt__conn_expect(struct connd_conn *c, size_t qty);
 int cpt__conn_close(struct connd_conn *c, const char *reason);
 int cpt__conn_abort(struct connd_conn *c, const char *reason);
 int cpt__conn_shutdown(struct connd_conn *c);
+int cpt__conn_relay(struct connd_conn *a, struct connd_conn *b);
 int cpt__conn_set_notify(struct connd_conn *c, const char *plugin);
 int cpt__conn_set_nodelay(struct connd_conn *c, bool on);
 int cpt__conn_set_keepalive(struct connd_conn *c, unsigned secs);

@@ -277,6 +277,7 @@ const struct connd_host cpt__host_table = {
     .plugin_name = h_plugin_name,
     .listener_name = cpt__conn_listener_name,
     .shutdown = cpt__conn_shutdown,
+    .relay = cpt__conn_relay,
 };
 
 /* ---- host ---------------------------------------------------------------- */
@@ -674,6 +675,12 @@ const char *cpt_conn_show(struct connd_conn *cc)
     c->show = buf;
     cpt__host_settle(c->h);
     return buf;
+}
+
+struct connd_conn *cpt_conn_relay(const struct connd_conn *cc)
+{
+    struct conn *c = cpt__conn_get(cc);
+    return c->relay ? conn_pub(c->relay) : NULL;
 }
 
 const struct cpt_target *cpt_conn_target(const struct connd_conn *cc)

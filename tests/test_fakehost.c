@@ -848,6 +848,42 @@ START_TEST(test_fakehost_set_notify_resets_user_data_and_calls_adopted)
 }
 END_TEST
 
+START_TEST(test_fakehost_relay_checks_and_ends_like_connd)
+{
+    struct connd_conn *a, *b, *x, *out = NULL;
+
+    start();
+    ck_assert_int_eq(cpt_plugin_load(H, "b", &rec_notify, NULL, NULL), 0);
+    a = cpt_conn_accept(P, NULL);
+    b = cpt_conn_accept(P, NULL);
+    x = cpt_conn_accept(P, NULL);
+    ck_assert_int_eq(T->connect(P, "192.0.2.1", "80", NULL, &out), 0);
+    ck_assert_int_eq(T->relay(a, a), -EINVAL);
+    ck_assert_int_eq(T->relay(a, out), -ENOTCONN); /* still connecting */
+    ck_assert_int_eq(T->relay(a, b), 0);
+    ck_assert_ptr_eq(cpt_conn_relay(a), b);
+    ck_assert_ptr_eq(cpt_conn_relay(b), a);
+    ck_assert_int_eq(T->relay(b, a), 0); /* already so */
+    ck_assert_int_eq(T->relay(x, a), -EBUSY);
+    ck_assert_int_eq(T->relay(b, x), -EBUSY);
+    /* Bytes still reach received(): the fake never splices. */
+    cpt_conn_receive_str(a, "hi");
+    ck_assert_str_eq(R->ev, "acc;acc;acc;rcv hi/1;connecting 1;");
+    /* Handing b over ends the relay; so do relay(a, NULL) and a close. */
+    ck_assert_int_eq(T->set_notify(b, "b"), 0);
+    ck_assert_ptr_null(cpt_conn_relay(a));
+    ck_assert_int_eq(T->relay(a, x), 0);
+    ck_assert_int_eq(T->relay(x, NULL), 0);
+    ck_assert_ptr_null(cpt_conn_relay(a));
+    ck_assert_ptr_null(cpt_conn_relay(x));
+    ck_assert_int_eq(T->relay(a, x), 0);
+    T->abort(x, "test");
+    ck_assert_ptr_null(cpt_conn_relay(a));
+    ck_assert_int_eq(T->relay(a, x), -ENOTCONN);
+    stop();
+}
+END_TEST
+
 /* ---- fake host: outgoing connections ----------------------------------------- */
 
 START_TEST(test_fakehost_connect_records_the_target_and_queues_early_writes)
@@ -1309,6 +1345,25 @@ static void proxy_pair(const char *config)
     ck_assert_int_eq(cpt_conn_connect_ok(upstream), 0);
 }
 
+START_TEST(test_proxy_relays_the_pair_once_connected_unless_splice_is_false)
+{
+    proxy_pair("{\"upstream\": \"127.0.0.1:9\"}");
+    ck_assert_ptr_eq(cpt_conn_relay(client), upstream);
+    cpt_conn_receive_str(client, "through received()");
+    ck_assert_str_eq(cpt_conn_output(upstream, NULL), "through received()");
+    stop();
+    proxy_pair("{\"upstream\": \"127.0.0.1:9\", \"splice\": false}");
+    ck_assert_ptr_null(cpt_conn_relay(client));
+    ck_assert_ptr_null(cpt_conn_relay(upstream));
+    ck_assert_int_eq(cpt_plugin_open(H, "p2", CONND_PLUGIN_BUILD_DIR "/proxy.so",
+                                     "{\"upstream\": \"127.0.0.1:9\", \"splice\": \"yes\"}",
+                                     NULL),
+                     -EINVAL);
+    ck_assert_ptr_nonnull(strstr(cpt_host_log(H), "config.splice: expected true or false"));
+    stop();
+}
+END_TEST
+
 START_TEST(test_proxy_connects_upstream_as_configured)
 {
     const struct cpt_target *t;
@@ -1579,7 +1634,9 @@ int main(void)
           test_fakehost_stalled_close_and_abort_end_with_a_reset,
           test_fakehost_peer_reset_closes_at_once,
           test_fakehost_free_closes_live_connections_and_refuses_connect}},
-        {"notify", {test_fakehost_set_notify_resets_user_data_and_calls_adopted}},
+        {"notify",
+         {test_fakehost_set_notify_resets_user_data_and_calls_adopted,
+          test_fakehost_relay_checks_and_ends_like_connd}},
         {"connect",
          {test_fakehost_connect_records_the_target_and_queues_early_writes,
           test_fakehost_connect_fail_and_timeout,
@@ -1610,7 +1667,8 @@ int main(void)
           test_proxy_connect_timeout_closes_the_client,
           test_proxy_closed_on_one_side_closes_the_other,
           test_proxy_client_eof_before_connect_is_relayed_after_it,
-          test_proxy_aborts_both_sides_when_a_relay_write_is_refused}},
+          test_proxy_aborts_both_sides_when_a_relay_write_is_refused,
+          test_proxy_relays_the_pair_once_connected_unless_splice_is_false}},
         {"bugs", /* known plugin bugs, failing until fixed: opt-in */
          {test_framing_refuses_a_max_size_below_its_header,
           test_shed_accounts_for_a_refused_write}},

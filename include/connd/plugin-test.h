@@ -242,6 +242,11 @@ const char *cpt_conn_show(struct connd_conn *c);
 /* The int value of a socket option the plugin set (set_nodelay,
  * set_keepalive, setsockopt), or -1 if it never set it. */
 int cpt_conn_sockopt(const struct connd_conn *c, int level, int name);
+/* The connection c is relayed to (relay()), or NULL. The fake checks
+ * relay() as connd does but never splices: every byte goes through
+ * received(), as in connd whenever a byte cannot be spliced in order, so
+ * the plugin's received() must relay too. */
+struct connd_conn *cpt_conn_relay(const struct connd_conn *c);
 /* What connect() was given for an outgoing c; NULL for an accepted one.
  * Valid until cpt_host_free(). */
 const struct cpt_target *cpt_conn_target(const struct connd_conn *c);
