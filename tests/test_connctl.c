@@ -368,8 +368,8 @@ START_TEST(test_connctl_status_list_and_show_print_for_people_and_json)
     ck_assert_str_eq(id, "1");
     /* REMOTE is as wide as the address; the columns after it follow. */
     STEPS(
-        S(0, "\npid:         $3\nuptime:      ", "=", "status"),
-        S(0, "\nlisteners:   2\nplugins:     2\n", NULL, "stat"), /* a unique prefix */
+        S(0, "\npid:           $3\nuptime:        ", "=", "status"),
+        S(0, "\nlisteners:     2\nplugins:       2\n", NULL, "stat"), /* a unique prefix */
         S(0, "ID  LISTENER  PLUGIN  STATE  REMOTE ", "=", "list"),
         S(0,
           "  IN       OUT      PENDING  MUTED  AGE\n"
@@ -841,7 +841,7 @@ START_TEST(test_connctl_socket_from_env_then_default)
 
     start();
     snprintf(env, sizeof(env), "CONND_SOCKET=%s", D.ctl_path);
-    snprintf(pid, sizeof(pid), "pid:         %d\n", (int)D.pid);
+    snprintf(pid, sizeof(pid), "pid:           %d\n", (int)D.pid);
     run_spawn(&R, NULL, 0, (const char *const[]){env, NULL},
               (const char *const[]){"status", NULL});
     ck_assert_int_eq(run_finish(&R, 5000), 0);
