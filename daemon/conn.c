@@ -739,6 +739,20 @@ static bool conn_can_splice(const struct conn *c)
            !d->wr_shut && !d->close_requested && d->pending == 0 && !d->plugin->notify.sent;
 }
 
+/* Bytes of c's went into the pipe and cannot be delivered: both streams
+ * would have a gap, so both connections are reset, and the pipe is
+ * emptied for the next splice. */
+static void conn_splice_broken(struct conn *c, const char *why)
+{
+    struct conn *d = c->relay;
+    char sink[4096];
+
+    while (read(c->lp->relay_pipe[0], sink, sizeof(sink)) > 0)
+        ;
+    conn_abort(d, why);
+    conn_abort(c, why);
+}
+
 /* What the peer did not take at once: read back out of the pipe (which
  * must be empty when this callback ends) and delivered to received() as
  * if read, whose write queues it behind the spliced bytes. */
@@ -750,13 +764,7 @@ static void conn_splice_rest(struct conn *c, size_t left)
     if (c->rcap < left) {
         uint8_t *nb = realloc(c->rbuf, left);
         if (!nb) {
-            /* The rest cannot be kept: both streams would have a gap. */
-            struct conn *d = c->relay;
-            char sink[4096];
-            while (read(rfd, sink, sizeof(sink)) > 0)
-                ;
-            conn_abort(d, "relay: out of memory");
-            conn_abort(c, "relay: out of memory");
+            conn_splice_broken(c, "relay: out of memory");
             return;
         }
         c->rbuf = nb;
@@ -766,10 +774,13 @@ static void conn_splice_rest(struct conn *c, size_t left)
         ssize_t n = read(rfd, c->rbuf + got, left - got);
         if (n > 0)
             got += (size_t)n;
-        else if (n < 0 && errno == EINTR)
-            continue;
-        else
-            break; /* cannot happen: the bytes are in the pipe */
+        else if (!(n < 0 && errno == EINTR))
+            break;
+    }
+    if (got < left) { /* cannot happen: the bytes are in the pipe */
+        log_err("conn %" PRIu64 ": relay: %zu bytes stuck in the pipe", c->id, left - got);
+        conn_splice_broken(c, "relay: pipe read failed");
+        return;
     }
     c->rlen = (uint32_t)got;
     conn_deliver(c);
