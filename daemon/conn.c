@@ -171,7 +171,7 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         c->yielding = true;
         *buf = uv_buf_init(NULL, 0);
         return;
-    } else if (c->relay && conn_can_splice(c)) {
+    } else if (c->relay && !c->splice_miss && conn_can_splice(c)) {
         /* The same empty buffer, so that read_cb splices instead. */
         c->splicing = true;
         *buf = uv_buf_init(NULL, 0);
@@ -278,6 +278,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     c->bytes_in += (uint64_t)nread;
     c->last_active_ms = uv_now(&c->lp->uv);
+    c->splice_miss = false;
     if (c->state != CONN_OPEN)
         return; /* closing: the peer's bytes are read only to see its EOF */
     conn_turn(c);
@@ -802,13 +803,16 @@ static void conn_splice(struct conn *c)
         n = splice(conn_fd(c), NULL, lp->relay_pipe[1], NULL, len,
                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     while (n < 0 && errno == EINTR);
-    if (n == 0) {
-        conn_on_eof(c);
+    if (n < 0 && errno != EAGAIN) {
+        conn_fail(c, "read", -errno); /* libuv's codes are -errno */
         return;
     }
-    if (n < 0) {
-        if (errno != EAGAIN)
-            conn_fail(c, "read", -errno); /* libuv's codes are -errno */
+    if (n <= 0) {
+        /* Nothing moved though epoll said readable: TCP's splice stops at
+         * an urgent byte (returning EAGAIN, or 0 once a FIN is queued
+         * behind it), where recv(2) skips it. So the next bytes are read,
+         * which also sees a real EOF; splicing resumes after that read. */
+        c->splice_miss = true;
         return;
     }
     c->bytes_in += (uint64_t)n;
@@ -1009,6 +1013,7 @@ int conn_close(struct conn *c, const char *reason)
     /* Buffered input is dropped by the next alloc_cb, not here: this may
      * run inside received(), while conn_deliver still walks the buffer. */
     c->state = CONN_CLOSING;
+    conn_unrelay(c); /* nothing more is delivered from it or written to it */
     c->close_left = SIZE_MAX;
     c->deadline = uv_now(&c->lp->uv) + c->lp->cfg->close_timeout_ms;
     loop_watch_closing(c->lp, c);

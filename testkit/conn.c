@@ -128,6 +128,7 @@ static void begin_close(struct conn *c, const char *why)
     cpt__host_log(c->h, 7, "conn %" PRIu64 ": closing: %s", c->id, why);
     set_reason(c, why);
     c->state = S_CLOSING;
+    unrelay(c);
     c->deadline = c->h->now + c->lim.close_timeout_ms;
 }
 

@@ -880,6 +880,12 @@ START_TEST(test_fakehost_relay_checks_and_ends_like_connd)
     T->abort(x, "test");
     ck_assert_ptr_null(cpt_conn_relay(a));
     ck_assert_int_eq(T->relay(a, x), -ENOTCONN);
+    /* A graceful close ends it when it starts. */
+    ck_assert_int_eq(T->relay(a, b), 0);
+    T->close(b, "test");
+    ck_assert_int_eq(cpt_conn_state(b), CPT_CLOSING);
+    ck_assert_ptr_null(cpt_conn_relay(a));
+    ck_assert_int_eq(T->relay(a, b), -ENOTCONN);
     stop();
 }
 END_TEST

@@ -11,7 +11,8 @@
  * - API: relay(c, c) is -EINVAL, relaying a pair again is 0, relaying to a
  *   connection relayed to another is -EBUSY, relay() inside closed() is
  *   -ENOTCONN; conn.set_notify to another plugin ends the relay for both
- *   ends (conn.show "relay" null, and the bytes go to the new plugin).
+ *   ends (conn.show "relay" null, and the bytes go to the new plugin), and
+ *   so does conn.close of one end as soon as it is closing.
  * - Backpressure: a reader that stops, then reads slowly, loses nothing;
  *   the sender stalls long before 64 MiB, muted by the plugin, and connd's
  *   RSS stays bounded.
@@ -25,6 +26,9 @@
  *   around them are exactly what was sent.
  * - sent(): nothing is spliced to a connection whose plugin has a sent()
  *   hook, and sent() sees every relayed byte.
+ * - Urgent bytes: one sent with MSG_OOB is skipped as recv(2) skips it
+ *   (TCP's splice stops there), without spinning, also with a FIN queued
+ *   right behind it.
  * - Shutdown: after SIGTERM a slow receiver gets every byte connd read
  *   from the sender, and then EOF.
  *
@@ -396,8 +400,6 @@ START_TEST(test_relay_moves_16mib_each_way_at_once_intact_and_splices)
 }
 END_TEST
 
-/* ---- API results ------------------------------------------------------------ */
-
 /* Send msg on `from` and expect exactly it on `to`. */
 static void pass(int from, int to, const char *msg)
 {
@@ -409,6 +411,93 @@ static void pass(int from, int to, const char *msg)
     io_peer_assert_ok(&ps[0]);
     io_peer_assert_ok(&ps[1]);
 }
+
+/* An urgent byte (MSG_OOB): recv(2) skips it, TCP's splice stops at it.
+ * The relay must read past it as a read does, not spin or stall. */
+START_TEST(test_relay_skips_an_urgent_byte_like_a_read)
+{
+    struct pair p;
+    struct io_peer ps[2];
+    long t0;
+
+    start(5000, "");
+    pair_up("r", &p);
+    pass(p.a, p.b, "hello ");
+    ck_assert_int_eq(send(p.a, "X", 1, MSG_OOB), 1);
+    usleep(50 * 1000);
+    t0 = proc_cpu_ticks(D.pid);
+    /* Then "world": it arrives, and connd stays idle meanwhile. */
+    io_peer_init(&ps[0], "A", p.a, (const uint8_t *)"world", 5, NULL, 0);
+    io_peer_init(&ps[1], "B", p.b, NULL, 0, (const uint8_t *)"world", 5);
+    io_pump(ps, 2, 2000, NULL);
+    usleep(500 * 1000);
+    ck_assert_msg(proc_cpu_ticks(D.pid) - t0 < sysconf(_SC_CLK_TCK) / 4,
+                  "connd used %ld ticks of CPU (%ld a second) after the urgent byte; B "
+                  "got %zu of 5 bytes after it",
+                  proc_cpu_ticks(D.pid) - t0, (long)sysconf(_SC_CLK_TCK), ps[1].got);
+    io_peer_assert_ok(&ps[1]);
+    /* And A's FIN comes after them. */
+    ck_assert_int_eq(shutdown(p.a, SHUT_WR), 0);
+    ck_assert_int_eq(io_expect_eof(p.b, 2000), 1);
+    close(p.a);
+    close(p.b);
+    stop_clean();
+}
+END_TEST
+
+/* With the FIN already queued behind the urgent byte, TCP's splice returns
+ * 0 at the mark: not an EOF, the bytes after the mark come first. */
+START_TEST(test_relay_reads_past_an_urgent_byte_to_a_fin_behind_it)
+{
+    struct pair p;
+    struct io_peer b;
+
+    start(5000, "");
+    pair_up("r", &p);
+    pass(p.a, p.b, "hello ");
+    /* Muted, connd reads nothing of A until everything, FIN included, is
+     * in A's receive queue. */
+    json_decref(ctl_result("conn.mute", "{\"id\":%lld}", (long long)p.ida));
+    ck_assert_int_eq(send(p.a, "X", 1, MSG_OOB), 1);
+    ck_assert_int_eq(io_write_all(p.a, "world", 5), 0);
+    ck_assert_int_eq(shutdown(p.a, SHUT_WR), 0);
+    usleep(100 * 1000);
+    json_decref(ctl_result("conn.unmute", "{\"id\":%lld}", (long long)p.ida));
+    io_peer_init(&b, "B", p.b, NULL, 0, (const uint8_t *)"world", 5);
+    b.want_eof = true;
+    io_pump(&b, 1, 3000, NULL);
+    io_peer_assert_ok(&b);
+    close(p.a);
+    close(p.b);
+    stop_clean();
+}
+END_TEST
+
+/* ---- API results ------------------------------------------------------------ */
+
+/* The relay ends when a graceful close starts, not when it ends. */
+START_TEST(test_relay_ends_when_either_starts_a_graceful_close)
+{
+    struct pair p;
+    json_t *st;
+
+    start(5000, "");
+    pair_up("r", &p);
+    assert_relayed(&p);
+    st = ctl_result("conn.close", "{\"id\":%lld}", (long long)p.idb);
+    ck_assert_str_eq(json_string_value(json_object_get(st, "state")), "closing");
+    json_decref(st);
+    /* B waits for its peer's EOF (the test never sends it). */
+    ck_assert_int_eq(relay_of(p.ida), 0);
+    ck_assert_int_eq(relay_of(p.idb), 0);
+    close(p.a);
+    close(p.b);
+    stop_clean();
+}
+END_TEST
+
+
+
 
 START_TEST(test_relay_refuses_self_busy_and_closed_and_set_notify_ends_it)
 {
@@ -777,8 +866,11 @@ START_TEST(test_relay_delivers_every_byte_read_when_connd_shuts_down)
 
     /* A sends as fast as it can while B reads slowly. SIGTERM comes while
      * B pauses (200 ms into it, so the buffers have settled) with A muted
-     * by the backpressure, which then holds: A reads nothing more, and
-     * what connd read from it is final. */
+     * by the backpressure, which then holds (a closing B is never
+     * unthrottled): A reads nothing more, and what connd read from it is
+     * final. An unmuted A would go on reading after SIGTERM, and a
+     * closing connection's input is read only to be discarded, though
+     * counted in its "in". */
     for (end = now_ms() + 30000; !settled && now_ms() < end;) {
         io_pump(ps, 2, 20, NULL);
         ck_assert_msg(ps[0].err == 0 && ps[1].err == 0 && ps[1].bad_at == SIZE_MAX &&
@@ -849,8 +941,11 @@ int main(void)
     tcase_add_test(tc, test_relay_moves_16mib_each_way_at_once_intact_and_splices);
     tcase_add_test(tc, test_relay_keeps_control_writes_whole_and_in_place);
     tcase_add_test(tc, test_relay_never_splices_past_a_sent_hook);
+    tcase_add_test(tc, test_relay_skips_an_urgent_byte_like_a_read);
+    tcase_add_test(tc, test_relay_reads_past_an_urgent_byte_to_a_fin_behind_it);
     tc = tcase(s, "api", 30);
     tcase_add_test(tc, test_relay_refuses_self_busy_and_closed_and_set_notify_ends_it);
+    tcase_add_test(tc, test_relay_ends_when_either_starts_a_graceful_close);
     tc = tcase(s, "flow", 90);
     tcase_add_test(tc, test_relay_bounds_memory_and_loses_nothing_with_a_slow_reader);
     tcase_add_test(tc,

@@ -221,7 +221,8 @@ struct connd_host {
      * write what it gets to the other side, unchanged. Everything else
      * stays as it was: mute stops the source, throttled()/unthrottled()
      * and EOF (peer_closed) fire as usual, close drains, abort drops. The
-     * relay ends when either closes or changes plugin, or with b NULL.
+     * relay ends when either starts to close or changes plugin, or with b
+     * NULL.
      * Returns 0 (also when a and b are already relayed to each other),
      * -EINVAL (a == b), -ENOTCONN (either not open), -EBUSY (either relayed
      * to another), or the errno of pipe2(2): the bytes go to received(). */
