@@ -36,6 +36,10 @@
 #define CONN_MAX_IOV 1024
 #define CONN_MAX_WRITE ((size_t)1 << 31) /* one write() call, all buffers */
 #define CONN_DRAIN_ON_CLOSE (64 * 1024 * 1024)
+/* A relayed connection splices while its reads (or splices) bring at least
+ * this much (or max_size): below it, the two splices and the pipe cost
+ * more than the copies they save. */
+#define CONN_SPLICE_MIN 8192
 
 struct wreq {
     uv_write_t req;
@@ -48,6 +52,7 @@ struct wreq {
 static void conn_io_update(struct conn *c);
 static void conn_finish(struct conn *c, bool reset);
 static bool conn_can_splice(const struct conn *c);
+static bool conn_splice_worth(const struct conn *c, size_t got);
 static void conn_splice(struct conn *c);
 static void conn_unrelay(struct conn *c);
 
@@ -171,7 +176,7 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         c->yielding = true;
         *buf = uv_buf_init(NULL, 0);
         return;
-    } else if (c->relay && !c->splice_miss && conn_can_splice(c)) {
+    } else if (c->relay && !c->read_next && conn_can_splice(c)) {
         /* The same empty buffer, so that read_cb splices instead. */
         c->splicing = true;
         *buf = uv_buf_init(NULL, 0);
@@ -278,7 +283,8 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     c->bytes_in += (uint64_t)nread;
     c->last_active_ms = uv_now(&c->lp->uv);
-    c->splice_miss = false;
+    if (c->relay)
+        c->read_next = !conn_splice_worth(c, (size_t)nread);
     if (c->state != CONN_OPEN)
         return; /* closing: the peer's bytes are read only to see its EOF */
     conn_turn(c);
@@ -740,6 +746,12 @@ static bool conn_can_splice(const struct conn *c)
            !d->wr_shut && !d->close_requested && d->pending == 0 && !d->plugin->notify.sent;
 }
 
+/* Whether bytes arriving `got` at a time are worth splicing. */
+static bool conn_splice_worth(const struct conn *c, size_t got)
+{
+    return got >= CONN_SPLICE_MIN || got >= c->lim.max_size;
+}
+
 /* Bytes of c's went into the pipe and cannot be delivered: both streams
  * would have a gap, so both connections are reset, and the pipe is
  * emptied for the next splice. */
@@ -783,6 +795,7 @@ static void conn_splice_rest(struct conn *c, size_t left)
         conn_splice_broken(c, "relay: pipe read failed");
         return;
     }
+    c->roff = 0; /* it was empty (conn_can_splice) */
     c->rlen = (uint32_t)got;
     conn_deliver(c);
 }
@@ -807,14 +820,14 @@ static void conn_splice(struct conn *c)
         conn_fail(c, "read", -errno); /* libuv's codes are -errno */
         return;
     }
-    if (n <= 0) {
-        /* Nothing moved though epoll said readable: TCP's splice stops at
-         * an urgent byte (returning EAGAIN, or 0 once a FIN is queued
-         * behind it), where recv(2) skips it. So the next bytes are read,
-         * which also sees a real EOF; splicing resumes after that read. */
-        c->splice_miss = true;
+    /* Nothing moved though epoll said readable: TCP's splice stops at an
+     * urgent byte (returning EAGAIN, or 0 once a FIN is queued behind it),
+     * where recv(2) skips it. So the next bytes are read, which also sees a
+     * real EOF. Little moved: reading is cheaper for what follows too.
+     * Splicing resumes after a read that brings enough. */
+    c->read_next = n <= 0 || !conn_splice_worth(c, (size_t)n);
+    if (n <= 0)
         return;
-    }
     c->bytes_in += (uint64_t)n;
     c->last_active_ms = uv_now(&lp->uv);
     conn_turn(c);

@@ -88,7 +88,7 @@ struct conn {
     bool watch_done : 1;      /* both directions shut: nothing left to watch */
     bool yielding : 1;        /* alloc_cb gave an empty buffer to end the turn */
     bool splicing : 1;        /* alloc_cb gave an empty buffer to splice instead */
-    bool splice_miss : 1;     /* a splice moved nothing: read the next bytes */
+    bool read_next : 1;       /* relayed: read the next bytes, do not splice */
 };
 
 /* struct conn is what plugins see as struct connd_conn. */

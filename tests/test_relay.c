@@ -26,6 +26,7 @@
  *   around them are exactly what was sent.
  * - sent(): nothing is spliced to a connection whose plugin has a sent()
  *   hook, and sent() sees every relayed byte.
+ * - Small messages are copied through received(), a burst is spliced.
  * - Urgent bytes: one sent with MSG_OOB is skipped as recv(2) skips it
  *   (TCP's splice stops there), without spinning, also with a FIN queued
  *   right behind it.
@@ -411,6 +412,43 @@ static void pass(int from, int to, const char *msg)
     io_peer_assert_ok(&ps[0]);
     io_peer_assert_ok(&ps[1]);
 }
+
+/* Small messages go through received() (two splices and the pipe cost
+ * more than the copies they save); a burst is spliced. */
+START_TEST(test_relay_copies_small_messages_and_splices_a_burst)
+{
+    static const char small[] = "a small request, sent one at a time: each waits for the last";
+    uint8_t *burst = random_bytes(MiB, 7);
+    struct io_peer ps[2];
+    struct pair p;
+    json_int_t after_small, after_burst;
+
+    start(5000, "");
+    pair_up("r", &p);
+    for (int i = 0; i < 100; i++)
+        pass(p.a, p.b, small);
+    after_small = spliced_bytes();
+    /* At most the first one: a splice that moves little turns it off. */
+    ck_assert_msg(after_small <= (json_int_t)strlen(small),
+                  "%lld bytes of %zu-byte messages were spliced", (long long)after_small,
+                  strlen(small));
+    io_peer_init(&ps[0], "A", p.a, burst, MiB, NULL, 0);
+    io_peer_init(&ps[1], "B", p.b, NULL, 0, burst, MiB);
+    io_pump(ps, 2, 10000, NULL);
+    io_peer_assert_ok(&ps[0]);
+    io_peer_assert_ok(&ps[1]);
+    after_burst = spliced_bytes();
+    fprintf(stderr, "relay: 100 small messages, then 1 MiB: %lld then %lld spliced\n",
+            (long long)after_small, (long long)after_burst);
+    ck_assert_msg(after_burst - after_small >= (json_int_t)MiB / 2,
+                  "only %lld bytes of a 1 MiB burst were spliced",
+                  (long long)(after_burst - after_small));
+    close(p.a);
+    close(p.b);
+    stop_clean();
+    free(burst);
+}
+END_TEST
 
 /* An urgent byte (MSG_OOB): recv(2) skips it, TCP's splice stops at it.
  * The relay must read past it as a read does, not spin or stall. */
@@ -941,6 +979,7 @@ int main(void)
     tcase_add_test(tc, test_relay_moves_16mib_each_way_at_once_intact_and_splices);
     tcase_add_test(tc, test_relay_keeps_control_writes_whole_and_in_place);
     tcase_add_test(tc, test_relay_never_splices_past_a_sent_hook);
+    tcase_add_test(tc, test_relay_copies_small_messages_and_splices_a_burst);
     tcase_add_test(tc, test_relay_skips_an_urgent_byte_like_a_read);
     tcase_add_test(tc, test_relay_reads_past_an_urgent_byte_to_a_fin_behind_it);
     tc = tcase(s, "api", 30);

@@ -217,7 +217,8 @@ struct connd_host {
      * bytes queued, is closing or shut down, or its plugin has a sent()
      * hook; the source has buffered bytes, expect() in force, or paused)
      * it is read and delivered to received() as before, and so is what the
-     * destination's socket does not take at once. So received() must still
+     * destination's socket does not take at once, and what arrives in small
+     * pieces (under 8 KiB a read: splicing would cost more than copying). So received() must still
      * write what it gets to the other side, unchanged. Everything else
      * stays as it was: mute stops the source, throttled()/unthrottled()
      * and EOF (peer_closed) fire as usual, close drains, abort drops. The
