@@ -49,6 +49,10 @@ struct wreq {
     uint8_t data[];
 };
 
+/* One malloc chunk of 512 bytes (8 of them glibc's header): measured as
+ * RSS per idle connection (docs/performance.md). */
+_Static_assert(sizeof(struct conn) <= 504, "struct conn outgrew its 512-byte chunk");
+
 static void conn_io_update(struct conn *c);
 static void conn_finish(struct conn *c, bool reset);
 static bool conn_can_splice(const struct conn *c);
@@ -683,6 +687,21 @@ int conn_set_notify(struct conn *c, struct plugin *p)
 
 /* ---- relay ------------------------------------------------------------ */
 
+/* Make the loop's relay pipe. Returns 0 or a negative errno. */
+static int relay_pipe_open(struct loop *lp)
+{
+    int cap;
+
+    if (pipe2(lp->relay_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+        lp->relay_pipe[0] = lp->relay_pipe[1] = -1;
+        return -errno;
+    }
+    cap = fcntl(lp->relay_pipe[1], F_GETPIPE_SZ);
+    lp->relay_pipe_cap = cap > 0 ? (size_t)cap : 4096; /* one page at least */
+    lp->relay_pipe_denied = 0;
+    return 0;
+}
+
 static void conn_unrelay(struct conn *c)
 {
     if (c->relay) {
@@ -705,31 +724,37 @@ int conn_relay(struct conn *a, struct conn *b)
         return -EINVAL;
     if (a->state != CONN_OPEN || b->state != CONN_OPEN)
         return -ENOTCONN;
+    if (a->plugin != b->plugin)
+        return -EPERM; /* b's bytes would bypass its own plugin */
     if (a->relay == b)
         return 0;
     if (a->relay || b->relay)
         return -EBUSY;
     if (lp->relay_pipe[0] < 0) {
-        if (pipe2(lp->relay_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-            int err = errno;
-            lp->relay_pipe[0] = lp->relay_pipe[1] = -1;
-            log_warn("relay: pipe: %s; relayed bytes are copied", strerror(err));
-            return -err;
+        int rc = relay_pipe_open(lp);
+        if (rc < 0) {
+            if (!lp->relay_warned)
+                log_warn("relay: pipe: %s; relayed bytes are copied (logged once)",
+                         strerror(-rc));
+            lp->relay_warned = true;
+            return rc;
         }
-        lp->relay_pipe_cap = (size_t)fcntl(lp->relay_pipe[1], F_GETPIPE_SZ);
     }
     /* One splice moves up to max_size, as one read does: grow the pipe to
      * the largest max_size relayed, where the kernel allows it. */
     want = a->lim.max_size > b->lim.max_size ? a->lim.max_size : b->lim.max_size;
-    if (lp->relay_pipe_cap < want) {
+    if (lp->relay_pipe_cap < want && (!lp->relay_pipe_denied || want < lp->relay_pipe_denied)) {
         int cap = fcntl(lp->relay_pipe[1], F_SETPIPE_SZ, (int)want);
-        if (cap < 0)
+        if (cap < 0) {
+            lp->relay_pipe_denied = want;
             cap = fcntl(lp->relay_pipe[1], F_GETPIPE_SZ);
+        }
         if (cap > 0)
             lp->relay_pipe_cap = (size_t)cap;
     }
     a->relay = b;
     b->relay = a;
+    a->read_next = b->read_next = false;
     log_debug("conn %" PRIu64 ": relayed to conn %" PRIu64, a->id, b->id);
     return 0;
 }
@@ -743,7 +768,8 @@ static bool conn_can_splice(const struct conn *c)
     const struct conn *d = c->relay;
 
     return c->expect == 0 && c->rlen == c->roff && !c->paused && d->state == CONN_OPEN &&
-           !d->wr_shut && !d->close_requested && d->pending == 0 && !d->plugin->notify.sent;
+           !d->wr_shut && !d->close_requested && d->pending == 0 && !d->plugin->notify.sent &&
+           c->lp->relay_pipe[0] >= 0;
 }
 
 /* Whether bytes arriving `got` at a time are worth splicing. */
@@ -752,24 +778,65 @@ static bool conn_splice_worth(const struct conn *c, size_t got)
     return got >= CONN_SPLICE_MIN || got >= c->lim.max_size;
 }
 
-/* Bytes of c's went into the pipe and cannot be delivered: both streams
- * would have a gap, so both connections are reset, and the pipe is
- * emptied for the next splice. */
-static void conn_splice_broken(struct conn *c, const char *why)
+/* Bytes of c's went into the pipe on their way to d and cannot be
+ * delivered: both streams would have a gap, so both connections are
+ * reset, and the pipe is emptied for the next splice. */
+static void conn_splice_broken(struct conn *c, struct conn *d, const char *why)
 {
-    struct conn *d = c->relay;
+    struct loop *lp = c->lp;
     char sink[4096];
+    ssize_t n;
+    int left = 0;
 
-    while (read(c->lp->relay_pipe[0], sink, sizeof(sink)) > 0)
-        ;
+    do
+        n = read(lp->relay_pipe[0], sink, sizeof(sink));
+    while (n > 0 || (n < 0 && errno == EINTR));
+    if (ioctl(lp->relay_pipe[0], FIONREAD, &left) < 0 || left > 0) {
+        /* Never splice another pair's bytes after these: a new pipe (or
+         * none, and every relay copies). */
+        log_err("relay: the pipe cannot be emptied: making a new one");
+        close(lp->relay_pipe[0]);
+        close(lp->relay_pipe[1]);
+        if (relay_pipe_open(lp) < 0)
+            log_err("relay: no new pipe: relayed bytes are copied");
+    }
     conn_abort(d, why);
     conn_abort(c, why);
+}
+
+/* Errors of a splice that a read would give too: the connection's own. */
+static bool conn_splice_socket_error(int err)
+{
+    switch (err) {
+    case ECONNRESET:
+    case ECONNABORTED:
+    case ECONNREFUSED:
+    case EPIPE:
+    case ENOTCONN:
+    case ETIMEDOUT:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case ENETDOWN:
+    case EHOSTDOWN:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* splice(2) itself fails on c (a seccomp filter, a socket that cannot
+ * splice, no memory): the pair is copied from now on, as if not relayed. */
+static void conn_splice_refused(struct conn *c, const char *dir, int err)
+{
+    log_warn("conn %" PRIu64 ": relay: splice %s: %s; copying instead", c->id, dir,
+             strerror(err));
+    conn_unrelay(c);
 }
 
 /* What the peer did not take at once: read back out of the pipe (which
  * must be empty when this callback ends) and delivered to received() as
  * if read, whose write queues it behind the spliced bytes. */
-static void conn_splice_rest(struct conn *c, size_t left)
+static void conn_splice_rest(struct conn *c, struct conn *d, size_t left)
 {
     int rfd = c->lp->relay_pipe[0];
     size_t got = 0;
@@ -777,7 +844,7 @@ static void conn_splice_rest(struct conn *c, size_t left)
     if (c->rcap < left) {
         uint8_t *nb = realloc(c->rbuf, left);
         if (!nb) {
-            conn_splice_broken(c, "relay: out of memory");
+            conn_splice_broken(c, d, "relay: out of memory");
             return;
         }
         c->rbuf = nb;
@@ -792,7 +859,7 @@ static void conn_splice_rest(struct conn *c, size_t left)
     }
     if (got < left) { /* cannot happen: the bytes are in the pipe */
         log_err("conn %" PRIu64 ": relay: %zu bytes stuck in the pipe", c->id, left - got);
-        conn_splice_broken(c, "relay: pipe read failed");
+        conn_splice_broken(c, d, "relay: pipe read failed");
         return;
     }
     c->roff = 0; /* it was empty (conn_can_splice) */
@@ -817,7 +884,10 @@ static void conn_splice(struct conn *c)
                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     while (n < 0 && errno == EINTR);
     if (n < 0 && errno != EAGAIN) {
-        conn_fail(c, "read", -errno); /* libuv's codes are -errno */
+        if (conn_splice_socket_error(errno))
+            conn_fail(c, "read", -errno); /* libuv's codes are -errno */
+        else
+            conn_splice_refused(c, "in", errno);
         return;
     }
     /* Nothing moved though epoll said readable: TCP's splice stops at an
@@ -835,10 +905,15 @@ static void conn_splice(struct conn *c)
     while (out < (size_t)n) {
         m = splice(lp->relay_pipe[0], NULL, conn_fd(d), NULL, (size_t)n - out,
                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (m > 0)
+        if (m > 0) {
             out += (size_t)m;
-        else if (!(m < 0 && errno == EINTR))
-            break; /* full (EAGAIN) or failing: the write of the rest tells */
+        } else if (!(m < 0 && errno == EINTR)) {
+            /* Full (EAGAIN) or the socket failing: the write of the rest
+             * queues it, or fails d. Anything else is splice's own. */
+            if (m < 0 && errno != EAGAIN && !conn_splice_socket_error(errno))
+                conn_splice_refused(c, "out", errno);
+            break;
+        }
     }
     if (out > 0) {
         d->bytes_out += out;
@@ -846,7 +921,7 @@ static void conn_splice(struct conn *c)
         lp->spliced_bytes += out;
     }
     if (out < (size_t)n)
-        conn_splice_rest(c, (size_t)n - out);
+        conn_splice_rest(c, d, (size_t)n - out);
 }
 
 int conn_fd(const struct conn *c)

@@ -77,8 +77,10 @@ struct loop {
      * cannot take at once is read back out and delivered as received
      * bytes, so no byte ever waits in it. */
     int relay_pipe[2];
-    size_t relay_pipe_cap;  /* its capacity: the most one splice moves */
-    uint64_t spliced_bytes; /* moved socket to socket, for status */
+    size_t relay_pipe_cap;    /* its capacity: the most one splice moves */
+    size_t relay_pipe_denied; /* the smallest size F_SETPIPE_SZ refused; 0: none */
+    bool relay_warned;        /* a failing pipe2 was logged */
+    uint64_t spliced_bytes;   /* moved socket to socket, for status */
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;

@@ -551,8 +551,11 @@ int cpt__conn_set_notify(struct connd_conn *cc, const char *name)
  * a byte cannot be spliced with its order kept. */
 int cpt__conn_relay(struct connd_conn *ca, struct connd_conn *cb)
 {
-    struct conn *a = conn_of(ca, "relay"), *b;
+    struct conn *a, *b;
 
+    if (!ca)
+        return -EINVAL;
+    a = conn_of(ca, "relay");
     if (!cb) {
         unrelay(a);
         return 0;
@@ -562,6 +565,8 @@ int cpt__conn_relay(struct connd_conn *ca, struct connd_conn *cb)
         return -EINVAL;
     if (a->state != S_OPEN || b->state != S_OPEN)
         return -ENOTCONN;
+    if (a->p != b->p)
+        return -EPERM;
     if (a->relay == b)
         return 0;
     if (a->relay || b->relay)

@@ -880,12 +880,16 @@ START_TEST(test_fakehost_relay_checks_and_ends_like_connd)
     T->abort(x, "test");
     ck_assert_ptr_null(cpt_conn_relay(a));
     ck_assert_int_eq(T->relay(a, x), -ENOTCONN);
+    /* b is plugin b's now: its bytes must not bypass it. */
+    ck_assert_int_eq(T->relay(a, b), -EPERM);
+    ck_assert_int_eq(T->relay(NULL, a), -EINVAL);
     /* A graceful close ends it when it starts. */
-    ck_assert_int_eq(T->relay(a, b), 0);
-    T->close(b, "test");
-    ck_assert_int_eq(cpt_conn_state(b), CPT_CLOSING);
+    x = cpt_conn_accept(P, NULL);
+    ck_assert_int_eq(T->relay(a, x), 0);
+    T->close(x, "test");
+    ck_assert_int_eq(cpt_conn_state(x), CPT_CLOSING);
     ck_assert_ptr_null(cpt_conn_relay(a));
-    ck_assert_int_eq(T->relay(a, b), -ENOTCONN);
+    ck_assert_int_eq(T->relay(a, x), -ENOTCONN);
     stop();
 }
 END_TEST

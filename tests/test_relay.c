@@ -9,7 +9,8 @@
  *   end's partner in "relay"; status.spliced_bytes shows splicing, and it
  *   and the bytes received() got add up to every byte relayed.
  * - API: relay(c, c) is -EINVAL, relaying a pair again is 0, relaying to a
- *   connection relayed to another is -EBUSY, relay() inside closed() is
+ *   connection relayed to another is -EBUSY, to one of another plugin
+ *   instance -EPERM, relay() inside closed() is
  *   -ENOTCONN; conn.set_notify to another plugin ends the relay for both
  *   ends (conn.show "relay" null, and the bytes go to the new plugin), and
  *   so does conn.close of one end as soon as it is closing.
@@ -30,6 +31,10 @@
  * - Urgent bytes: one sent with MSG_OOB is skipped as recv(2) skips it
  *   (TCP's splice stops there), without spinning, also with a FIN queued
  *   right behind it.
+ * - Faults: a reset on either end mid-stream closes the other end, what
+ *   arrived is a prefix of what was sent, and the next pair is relayed;
+ *   without descriptors for the pipe relay() returns -EMFILE, the failure
+ *   is logged once, and the bytes are copied.
  * - Shutdown: after SIGTERM a slow receiver gets every byte connd read
  *   from the sender, and then EOF.
  *
@@ -66,16 +71,19 @@
 /* ---- config ------------------------------------------------------------- */
 
 /* Listener "r" serves relaypair, "rs" relaypair_sent; both take the extra
- * listener keys (",\"k\":v" or ""); echo is loaded for conn.set_notify. */
+ * listener keys (",\"k\":v" or ""); "r2" serves a second instance of
+ * relaypair ("rp2"); echo is loaded for conn.set_notify. */
 /* clang-format off */
 #define CFG_FMT \
     "{\"plugin_dir\":\"@PLUGINS@\",\"shutdown_timeout_ms\":%d," \
     "\"plugins\":[" \
         "{\"name\":\"rp\",\"file\":\"@TPLUGINS@/relaypair.so\"}," \
+        "{\"name\":\"rp2\",\"file\":\"@TPLUGINS@/relaypair.so\"}," \
         "{\"name\":\"rps\",\"file\":\"@TPLUGINS@/relaypair_sent.so\"}," \
         "{\"name\":\"echo\",\"file\":\"echo.so\"}]," \
     "\"listeners\":[" \
         "{\"name\":\"r\",\"host\":\"127.0.0.1\",\"port\":0,\"plugin\":\"rp\"%s}," \
+        "{\"name\":\"r2\",\"host\":\"127.0.0.1\",\"port\":0,\"plugin\":\"rp2\"}," \
         "{\"name\":\"rs\",\"host\":\"127.0.0.1\",\"port\":0,\"plugin\":\"rps\"%s}]}"
 /* clang-format on */
 
@@ -511,6 +519,129 @@ START_TEST(test_relay_reads_past_an_urgent_byte_to_a_fin_behind_it)
 }
 END_TEST
 
+/* ---- faults ---------------------------------------------------------------- */
+
+/* Read from fd until EOF, a reset or timeout_ms; what came goes to buf
+ * (cap bytes). Returns the count; *how is 1 EOF, -errno a reset, 0 time. */
+static size_t read_until_end(int fd, uint8_t *buf, size_t cap, int timeout_ms, int *how)
+{
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+    size_t got = 0;
+
+    *how = 0;
+    while (now_ms() < end) {
+        ssize_t n;
+        if (!io_readable(fd, 50))
+            continue;
+        n = recv(fd, buf + got, cap - got, MSG_DONTWAIT);
+        if (n > 0) {
+            got += (size_t)n;
+            ck_assert_msg(got < cap, "more than %zu bytes arrived", cap);
+        } else if (n == 0) {
+            *how = 1;
+            break;
+        } else if (errno != EAGAIN && errno != EINTR) {
+            *how = -errno;
+            break;
+        }
+    }
+    return got;
+}
+
+/* A peer that resets mid-stream, on either end: the relayed bytes that
+ * arrived are a prefix of what was sent, the other end is closed, and
+ * connd relays the next pair. */
+static void reset_mid_stream(bool reset_the_sender)
+{
+    size_t n = 32 * MiB;
+    uint8_t *data = random_bytes(n, 8), *got = malloc(n + 1);
+    struct io_peer ps[2];
+    struct pair p;
+    size_t k;
+    int how;
+
+    ck_assert_ptr_nonnull(got);
+    start(5000, "");
+    pair_up("r", &p);
+    io_peer_init(&ps[0], "A", p.a, data, n, NULL, 0);
+    io_peer_init(&ps[1], "B", p.b, NULL, 0, NULL, 0);
+    ps[1].keep = got;
+    ps[1].keep_cap = n + 1;
+    while (ps[1].got < 4 * MiB && !ps[0].err && !ps[1].err)
+        io_pump(ps, 2, 20, NULL);
+    ck_assert_msg(spliced_bytes() > 0, "nothing spliced before the reset");
+    if (reset_the_sender) {
+        tcp_close_reset(p.a);
+        k = ps[1].got + read_until_end(p.b, got + ps[1].got, n + 1 - ps[1].got, 5000, &how);
+        ck_assert_msg(how != 0, "B was not closed after A's reset (%zu bytes)", k);
+        ck_assert_msg(memcmp(got, data, k) == 0, "B got %zu bytes, not a prefix of A's", k);
+        close(p.b);
+    } else {
+        uint8_t none[64];
+        tcp_close_reset(p.b);
+        /* A is closed within the bound; B never sent it anything. */
+        ck_assert_int_eq(read_until_end(p.a, none, sizeof(none), 5000, &how), 0);
+        ck_assert_msg(how != 0, "A was not closed after B's reset");
+        ck_assert_msg(memcmp(got, data, ps[1].got) == 0, "B's bytes were not A's");
+        close(p.a);
+    }
+    ck_assert_msg(wait_logf(5000, "plugin rp: closed id=%lld ", (long long)p.ida) &&
+                      wait_logf(5000, "plugin rp: closed id=%lld ", (long long)p.idb),
+                  "the pair did not close:\n%s", log_tail());
+    pair_up("r", &p);
+    pass(p.a, p.b, "the next pair");
+    pass(p.b, p.a, "both ways");
+    close(p.a);
+    close(p.b);
+    stop_clean();
+    free(data);
+    free(got);
+}
+
+START_TEST(test_relay_sender_reset_mid_stream_leaves_a_prefix_and_closes_the_other)
+{
+    reset_mid_stream(true);
+}
+END_TEST
+
+START_TEST(test_relay_receiver_reset_mid_stream_closes_the_sender)
+{
+    reset_mid_stream(false);
+}
+END_TEST
+
+/* No descriptors for the pipe: relay() says so, once in the log, and the
+ * pair is copied through received(). */
+START_TEST(test_relay_without_a_pipe_copies_and_warns_once)
+{
+    struct pair p, q;
+    long lim;
+
+    start(5000, "");
+    /* Room for the two accepted sockets of each pair and one more (a
+     * control connection of the test's), not for a pipe's two. */
+    lim = proc_fd_limit_for_room(D.pid, 3);
+    ck_assert_int_gt(lim, 0);
+    ck_assert_int_eq(proc_set_fd_limit(D.pid, (rlim_t)lim), 0);
+    pair_up("r", &p);
+    assert_pair_line(&p, " rc=-24 ");
+    close(p.a);
+    close(p.b);
+    wait_pair_closed("rp", &p);
+    pair_up("r", &q);
+    assert_pair_line(&q, " rc=-24 ");
+    pass(q.a, q.b, "copied, not spliced");
+    pass(q.b, q.a, "and back");
+    ck_assert_int_eq(spliced_bytes(), 0);
+    ck_assert_int_eq(relay_of(q.ida), 0);
+    ck_assert_msg(daemon_count_log(&D, "relayed bytes are copied (logged once)") == 1,
+                  "want the pipe failure logged once:\n%s", log_tail());
+    close(q.a);
+    close(q.b);
+    stop_clean();
+}
+END_TEST
+
 /* ---- API results ------------------------------------------------------------ */
 
 /* The relay ends when a graceful close starts, not when it ends. */
@@ -539,17 +670,23 @@ END_TEST
 
 START_TEST(test_relay_refuses_self_busy_and_closed_and_set_notify_ends_it)
 {
-    struct pair p1, p2;
+    struct pair p1, p2, p3;
     json_t *r;
 
     start(5000, "");
     pair_up("r", &p1);
     pair_up("r", &p2);
-    assert_pair_line(&p1, " self=-22 rc=0 again=0 busy=none");
+    assert_pair_line(&p1, " self=-22 rc=0 again=0 busy=none foreign=none");
     /* relay(B2, A1): A1 is relayed to B1. */
-    assert_pair_line(&p2, " self=-22 rc=0 again=0 busy=-16");
+    assert_pair_line(&p2, " self=-22 rc=0 again=0 busy=-16 foreign=none");
     assert_relayed(&p1);
     assert_relayed(&p2);
+    /* Another instance may not relay rp's connections: relay(B3, A2) is
+     * -EPERM, and its own pair is relayed. */
+    pair_up("r2", &p3);
+    assert_pair_line(&p3, " self=-22 rc=0 again=0 busy=none foreign=-1");
+    assert_relayed(&p3);
+    pass(p3.a, p3.b, "instance two"); /* open until the end: no closed() lines */
     pass(p1.a, p1.b, "one way");
     pass(p1.b, p1.a, "and back");
 
@@ -587,6 +724,8 @@ START_TEST(test_relay_refuses_self_busy_and_closed_and_set_notify_ends_it)
     ck_assert_msg(wait_logf(5000, "conn %lld: closed (in ", (long long)p2.ida) &&
                       wait_logf(5000, "conn %lld: closed (in ", (long long)p2.idb),
                   "%s", log_tail());
+    close(p3.a);
+    close(p3.b);
     stop_clean();
 }
 END_TEST
@@ -990,6 +1129,10 @@ int main(void)
     tcase_add_test(tc,
                    test_relay_passes_a_half_close_after_every_byte_then_the_other_way);
     tcase_add_test(tc, test_relay_stops_while_the_source_is_muted_and_resumes_intact);
+    tc = tcase(s, "faults", 60);
+    tcase_add_test(tc, test_relay_sender_reset_mid_stream_leaves_a_prefix_and_closes_the_other);
+    tcase_add_test(tc, test_relay_receiver_reset_mid_stream_closes_the_sender);
+    tcase_add_test(tc, test_relay_without_a_pipe_copies_and_warns_once);
     tc = tcase(s, "shutdown", 60);
     tcase_add_test(tc, test_relay_delivers_every_byte_read_when_connd_shuts_down);
     return run_suite(s);

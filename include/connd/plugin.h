@@ -218,14 +218,18 @@ struct connd_host {
      * hook; the source has buffered bytes, expect() in force, or paused)
      * it is read and delivered to received() as before, and so is what the
      * destination's socket does not take at once, and what arrives in small
-     * pieces (under 8 KiB a read: splicing would cost more than copying). So received() must still
+     * pieces (reads under 8 KiB and under max_size: splicing would cost
+     * more than copying). Only what is not taken at once is queued, so
+     * only that counts towards throttled(). So received() must still
      * write what it gets to the other side, unchanged. Everything else
      * stays as it was: mute stops the source, throttled()/unthrottled()
      * and EOF (peer_closed) fire as usual, close drains, abort drops. The
      * relay ends when either starts to close or changes plugin, or with b
      * NULL.
-     * Returns 0 (also when a and b are already relayed to each other),
-     * -EINVAL (a == b), -ENOTCONN (either not open), -EBUSY (either relayed
+     * Both must belong to the calling plugin's instance. Returns 0 (also
+     * when a and b are already relayed to each other), -EINVAL (a NULL, or
+     * a == b), -ENOTCONN (either not open), -EPERM (owned by different
+     * plugins: one's bytes would bypass its own), -EBUSY (either relayed
      * to another), or the errno of pipe2(2): the bytes go to received(). */
     int (*relay)(struct connd_conn *a, struct connd_conn *b);
     /* new members go below this line, never above, never reordered */

@@ -11,7 +11,11 @@
  *                                   relay(B, P) with P a still-open member of
  *                                   the previous pair (-EBUSY; "none" without
  *                                   one), both made before R = relay(A, B),
- *                                   and G = relay(B, A) again (0)
+ *                                   and G = relay(B, A) again (0); then
+ *                                   " foreign=F": F is relay(B, X) with X
+ *                                   the first member of the latest pair of
+ *                                   another instance of this file, while
+ *                                   open (-EPERM), or "none"
  *   "throttled id=N", "unthrottled id=N"
  *                                   N's partner is muted ("pair-bp") and
  *                                   unmuted, as the proxy does
@@ -55,6 +59,13 @@ struct rp {
 
 #define LOG(rp, ...) (rp)->h->log((rp)->self, CONND_LOG_NOTICE, __VA_ARGS__)
 
+/* The first member of the latest pair of any instance loaded from this
+ * file (instances share the file's statics), for the "foreign" check. */
+static struct {
+    struct rp *owner;
+    struct connd_conn *c;
+} latest;
+
 static unsigned long long cid(const struct rp *rp, const struct connd_conn *c)
 {
     return (unsigned long long)rp->h->id(c);
@@ -80,6 +91,8 @@ static int rp_init(const struct connd_host *h, struct connd_plugin *self,
 
 static void rp_fini(void *state)
 {
+    if (latest.owner == state)
+        latest.owner = NULL, latest.c = NULL;
     free(state);
 }
 
@@ -87,7 +100,7 @@ static void rp_accepted(void *state, struct connd_conn *c)
 {
     struct rp *rp = state;
     struct connd_conn *a = rp->waiting;
-    char busy[16] = "none";
+    char busy[16] = "none", foreign[16] = "none";
     int self, rc, again;
 
     if (!a) {
@@ -103,11 +116,15 @@ static void rp_accepted(void *state, struct connd_conn *c)
     /* Before c is relayed itself, so that only prev's relay can refuse. */
     if (rp->prev)
         snprintf(busy, sizeof(busy), "%d", rp->h->relay(c, rp->prev));
+    if (latest.c && latest.owner != rp)
+        snprintf(foreign, sizeof(foreign), "%d", rp->h->relay(c, latest.c));
     rc = rp->h->relay(a, c);
     again = rp->h->relay(c, a);
-    LOG(rp, "pair a=%llu b=%llu self=%d rc=%d again=%d busy=%s", cid(rp, a), cid(rp, c),
-        self, rc, again, busy);
+    LOG(rp, "pair a=%llu b=%llu self=%d rc=%d again=%d busy=%s foreign=%s", cid(rp, a),
+        cid(rp, c), self, rc, again, busy, foreign);
     rp->prev = a;
+    latest.owner = rp;
+    latest.c = a;
     rp->h->unmute(a, PAIR_REASON);
 }
 
@@ -179,6 +196,8 @@ static void rp_closed(void *state, struct connd_conn *c)
         rp->waiting = NULL;
     if (rp->prev == c)
         rp->prev = NULL;
+    if (latest.c == c)
+        latest.c = NULL;
 }
 
 #ifdef RELAYPAIR_SENT
