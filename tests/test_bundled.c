@@ -939,36 +939,35 @@ START_TEST(test_proxy_keeps_control_writes_in_place_in_the_stream)
 }
 END_TEST
 
+/* connd exits 1 on a proxy config, naming `key` and the plugin. */
+static void assert_proxy_config_refused(const char *config, const char *key)
+{
+    char cfg[1024], *log = NULL;
+    int rc;
+
+    snprintf(cfg, sizeof(cfg),
+             CFG_HEAD "\"plugins\":[{\"name\":\"proxy\",\"file\":\"proxy.so\","
+                      "\"config\":%s}],\"listeners\":[" LISTENER("p", "proxy", "") "]}",
+             config);
+    rc = daemon_run(cfg, NULL, 10000, &log);
+    ck_assert_msg(rc == 1, "exit %d; log:\n%s", rc, log);
+    ck_assert_msg(strstr(log, key), "the log should name %s:\n%s", key, log);
+    ck_assert_msg(strstr(log, "plugin proxy"), "the log should name the plugin:\n%s",
+                  log);
+    ck_assert_msg(!strstr(log, "Sanitizer"), "%s", log);
+    free(log);
+}
+
 START_TEST(test_proxy_refuses_a_splice_that_is_not_a_boolean)
 {
-    char *log = NULL;
-    int rc = daemon_run(CFG_HEAD "\"plugins\":[{\"name\":\"proxy\",\"file\":\"proxy.so\","
-                                 "\"config\":{\"upstream\":\"127.0.0.1:1\",\"splice\":1}}],"
-                                 "\"listeners\":[" LISTENER("p", "proxy", "") "]}",
-                        NULL, 10000, &log);
-
-    ck_assert_msg(rc == 1, "exit %d; log:\n%s", rc, log);
-    ck_assert_msg(strstr(log, "config.splice: expected true or false"),
-                  "the log should name config.splice:\n%s", log);
-    free(log);
+    assert_proxy_config_refused("{\"upstream\":\"127.0.0.1:1\",\"splice\":1}",
+                                "config.splice: expected true or false");
 }
 END_TEST
 
 START_TEST(test_proxy_without_upstream_makes_connd_exit_1_naming_the_key)
 {
-    char *log = NULL;
-    int rc = daemon_run(CFG_HEAD "\"plugins\":[{\"name\":\"proxy\",\"file\":\"proxy.so\","
-                                 "\"config\":{\"connect_timeout_ms\":100}}],"
-                                 "\"listeners\":[" LISTENER("p", "proxy", "") "]}",
-                        NULL, 10000, &log);
-
-    ck_assert_msg(rc == 1, "exit %d; log:\n%s", rc, log);
-    ck_assert_msg(strstr(log, "config.upstream"),
-                  "the log should name config.upstream:\n%s", log);
-    ck_assert_msg(strstr(log, "plugin proxy"), "the log should name the plugin:\n%s",
-                  log);
-    ck_assert_msg(!strstr(log, "Sanitizer"), "%s", log);
-    free(log);
+    assert_proxy_config_refused("{\"connect_timeout_ms\":100}", "config.upstream");
 }
 END_TEST
 

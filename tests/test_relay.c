@@ -783,37 +783,35 @@ END_TEST
 
 /* ---- half-close -------------------------------------------------------------- */
 
+/* `from` (connection id) sends len bytes and its FIN: `to` gets all of
+ * them, then EOF, and the plugin ends the relay on the EOF. */
+static void send_then_fin(int from, json_int_t id, int to, const uint8_t *data, size_t len)
+{
+    struct io_peer ps[2];
+
+    io_peer_init(&ps[0], "sender", from, data, len, NULL, 0);
+    ps[0].shut_wr = true;
+    io_peer_init(&ps[1], "receiver", to, NULL, 0, data, len);
+    ps[1].want_eof = true;
+    io_pump(ps, 2, 20000, NULL);
+    io_peer_assert_ok(&ps[0]);
+    io_peer_assert_ok(&ps[1]);
+    ck_assert_msg(wait_logf(5000, "unrelay id=%lld rc=0", (long long)id), "%s", log_tail());
+}
+
 START_TEST(test_relay_passes_a_half_close_after_every_byte_then_the_other_way)
 {
     size_t there = 4 * MiB, back = 1 * MiB;
     uint8_t *ab = random_bytes(there, 4), *ba = random_bytes(back, 5);
-    struct io_peer ps[2];
     struct pair p;
 
     start(5000, "");
     pair_up("r", &p);
 
     /* A sends 4 MiB and its FIN: B gets all of it, then EOF. */
-    io_peer_init(&ps[0], "A", p.a, ab, there, NULL, 0);
-    ps[0].shut_wr = true;
-    io_peer_init(&ps[1], "B", p.b, NULL, 0, ab, there);
-    ps[1].want_eof = true;
-    io_pump(ps, 2, 20000, NULL);
-    io_peer_assert_ok(&ps[0]);
-    io_peer_assert_ok(&ps[1]);
-    ck_assert_msg(wait_logf(5000, "unrelay id=%lld rc=0", (long long)p.ida), "%s",
-                  log_tail());
-
+    send_then_fin(p.a, p.ida, p.b, ab, there);
     /* The other direction still works: 1 MiB and B's FIN reach A. */
-    io_peer_init(&ps[0], "B", p.b, ba, back, NULL, 0);
-    ps[0].shut_wr = true;
-    io_peer_init(&ps[1], "A", p.a, NULL, 0, ba, back);
-    ps[1].want_eof = true;
-    io_pump(ps, 2, 20000, NULL);
-    io_peer_assert_ok(&ps[0]);
-    io_peer_assert_ok(&ps[1]);
-    ck_assert_msg(wait_logf(5000, "unrelay id=%lld rc=0", (long long)p.idb), "%s",
-                  log_tail());
+    send_then_fin(p.b, p.idb, p.a, ba, back);
 
     /* Both directions are done: both close by themselves, having moved
      * exactly these bytes. */
