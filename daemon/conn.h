@@ -132,7 +132,7 @@ int conn_abort(struct conn *c, const char *reason);
 const char *conn_state_name(const struct conn *c);
 int conn_set_notify(struct conn *c, struct plugin *p);
 /* Relay a and b both ways (see connd_host.relay); b NULL ends a's relay.
- * Returns 0, -EINVAL, -ENOTCONN, -EBUSY, or the errno of pipe2(2). */
+ * Returns 0, -EINVAL, -ENOTCONN, -EPERM, -EBUSY, or pipe2(2)'s -errno. */
 int conn_relay(struct conn *a, struct conn *b);
 int conn_fd(const struct conn *c);
 

@@ -219,14 +219,14 @@ struct connd_host {
      * it is read and delivered to received() as before, and so is what the
      * destination's socket does not take at once, and what arrives in small
      * pieces (reads under 8 KiB and under max_size: splicing would cost
-     * more than copying). Only what is not taken at once is queued, so
-     * only that counts towards throttled(). So received() must still
-     * write what it gets to the other side, unchanged. Everything else
-     * stays as it was: mute stops the source, throttled()/unthrottled()
-     * and EOF (peer_closed) fire as usual, close drains, abort drops. The
-     * relay ends when either starts to close or changes plugin, or with b
-     * NULL.
-     * Both must belong to the calling plugin's instance. Returns 0 (also
+     * more than copying). So received() must still write what it gets to
+     * the other side, unchanged. Everything else stays as it was: mute
+     * stops the source, throttled()/unthrottled() and EOF (peer_closed)
+     * fire as usual (only bytes that wait in the queue count towards
+     * throttled(), as for a write the kernel takes whole), close drains,
+     * abort drops. The relay ends when either starts to close or changes
+     * plugin, or with b NULL.
+     * Both must belong to the same plugin instance. Returns 0 (also
      * when a and b are already relayed to each other), -EINVAL (a NULL, or
      * a == b), -ENOTCONN (either not open), -EPERM (owned by different
      * plugins: one's bytes would bypass its own), -EBUSY (either relayed
