@@ -15,7 +15,6 @@
 #include "conn.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <linux/sockios.h>
@@ -32,14 +31,11 @@
 #include "log.h"
 #include "loop.h"
 #include "plugin.h"
+#include "relay.h"
 
 #define CONN_MAX_IOV 1024
 #define CONN_MAX_WRITE ((size_t)1 << 31) /* one write() call, all buffers */
 #define CONN_DRAIN_ON_CLOSE (64 * 1024 * 1024)
-/* A relayed connection splices while its reads (or splices) bring at least
- * this much (or max_size): below it, the two splices and the pipe cost
- * more than the copies they save. */
-#define CONN_SPLICE_MIN 8192
 
 struct wreq {
     uv_write_t req;
@@ -55,10 +51,6 @@ _Static_assert(sizeof(struct conn) <= 504, "struct conn outgrew its 512-byte chu
 
 static void conn_io_update(struct conn *c);
 static void conn_finish(struct conn *c, bool reset);
-static bool conn_can_splice(const struct conn *c);
-static bool conn_splice_worth(const struct conn *c, size_t got);
-static void conn_splice(struct conn *c);
-static void conn_unrelay(struct conn *c);
 
 /* Whether the plugin may still hear about c (anything but closed()). */
 static bool conn_live(const struct conn *c)
@@ -155,7 +147,7 @@ int conn_new_outgoing(struct loop *lp, struct plugin *p, const struct conn_limit
 /* ---- reading ---------------------------------------------------------- */
 
 /* Start a fresh turn's counters when the loop has moved on. */
-static void conn_turn(struct conn *c)
+void conn_turn(struct conn *c)
 {
     if (c->turn != c->lp->turn) {
         c->turn = c->lp->turn;
@@ -180,7 +172,7 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         c->yielding = true;
         *buf = uv_buf_init(NULL, 0);
         return;
-    } else if (c->relay && !c->read_next && conn_can_splice(c)) {
+    } else if (c->relay && relay_may_splice(c)) {
         /* The same empty buffer, so that read_cb splices instead. */
         c->splicing = true;
         *buf = uv_buf_init(NULL, 0);
@@ -201,7 +193,7 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 /* Hand buffered bytes to the plugin while it wants them: whole frames when
  * expect is set, everything otherwise. Mute, pause and close requested
  * inside received() take effect after it returns; the rest stays buffered. */
-static void conn_deliver(struct conn *c)
+void conn_deliver(struct conn *c)
 {
     if (c->in_deliver)
         return;
@@ -251,7 +243,7 @@ static void conn_on_eof(struct conn *c)
     }
 }
 
-static void conn_fail(struct conn *c, const char *what, int err)
+void conn_fail(struct conn *c, const char *what, int err)
 {
     if (c->state == CONN_CLOSED)
         return;
@@ -272,7 +264,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread == UV_ENOBUFS && c->splicing) {
         c->splicing = false; /* see conn_alloc_cb */
-        conn_splice(c);
+        relay_splice(c);
         conn_io_update(c);
         goto lane;
     }
@@ -288,7 +280,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->bytes_in += (uint64_t)nread;
     c->last_active_ms = uv_now(&c->lp->uv);
     if (c->relay)
-        c->read_next = !conn_splice_worth(c, (size_t)nread);
+        relay_read(c, (size_t)nread);
     if (c->state != CONN_OPEN)
         return; /* closing: the peer's bytes are read only to see its EOF */
     conn_turn(c);
@@ -678,250 +670,11 @@ int conn_set_notify(struct conn *c, struct plugin *p)
     p->n_conns++;
     c->plugin = p;
     c->user = NULL;
-    conn_unrelay(c); /* the new plugin did not ask for it */
+    relay_end(c); /* the new plugin did not ask for it */
     old->n_conns--;
     plugin_conn_gone(old); /* the last one moved off a retired generation */
     NOTIFY(c, adopted);
     return 0;
-}
-
-/* ---- relay ------------------------------------------------------------ */
-
-/* Make the loop's relay pipe. Returns 0 or a negative errno. */
-static int relay_pipe_open(struct loop *lp)
-{
-    int cap;
-
-    if (pipe2(lp->relay_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-        lp->relay_pipe[0] = lp->relay_pipe[1] = -1;
-        return -errno;
-    }
-    cap = fcntl(lp->relay_pipe[1], F_GETPIPE_SZ);
-    lp->relay_pipe_cap = cap > 0 ? (size_t)cap : 4096; /* one page at least */
-    lp->relay_pipe_denied = 0;
-    return 0;
-}
-
-static void conn_unrelay(struct conn *c)
-{
-    if (c->relay) {
-        log_debug("conn %" PRIu64 ": relay to conn %" PRIu64 " ended", c->id, c->relay->id);
-        c->relay->relay = NULL;
-        c->relay = NULL;
-    }
-}
-
-int conn_relay(struct conn *a, struct conn *b)
-{
-    struct loop *lp = a->lp;
-    size_t want;
-
-    if (!b) {
-        conn_unrelay(a);
-        return 0;
-    }
-    if (a == b || a->lp != b->lp)
-        return -EINVAL;
-    if (a->state != CONN_OPEN || b->state != CONN_OPEN)
-        return -ENOTCONN;
-    if (a->plugin != b->plugin)
-        return -EPERM; /* b's bytes would bypass its own plugin */
-    if (a->relay == b)
-        return 0;
-    if (a->relay || b->relay)
-        return -EBUSY;
-    if (lp->relay_pipe[0] < 0) {
-        int rc = relay_pipe_open(lp);
-        if (rc < 0) {
-            if (!lp->relay_warned)
-                log_warn("relay: pipe: %s; relayed bytes are copied (logged once)",
-                         strerror(-rc));
-            lp->relay_warned = true;
-            return rc;
-        }
-    }
-    /* One splice moves up to max_size, as one read does: grow the pipe to
-     * the largest max_size relayed, where the kernel allows it. */
-    want = a->lim.max_size > b->lim.max_size ? a->lim.max_size : b->lim.max_size;
-    if (lp->relay_pipe_cap < want && (!lp->relay_pipe_denied || want < lp->relay_pipe_denied)) {
-        int cap = fcntl(lp->relay_pipe[1], F_SETPIPE_SZ, (int)want);
-        if (cap < 0) {
-            lp->relay_pipe_denied = want;
-            cap = fcntl(lp->relay_pipe[1], F_GETPIPE_SZ);
-        }
-        if (cap > 0)
-            lp->relay_pipe_cap = (size_t)cap;
-    }
-    a->relay = b;
-    b->relay = a;
-    a->read_next = b->read_next = false;
-    log_debug("conn %" PRIu64 ": relayed to conn %" PRIu64, a->id, b->id);
-    return 0;
-}
-
-/* Whether c's next read may go straight to its relay peer d: nothing of
- * c's waits for the plugin (so c's bytes keep their order), nothing waits
- * to go out on d (so d's do), d takes writes, and no sent() of d's plugin
- * would be bypassed. Otherwise the bytes go to received() as usual. */
-static bool conn_can_splice(const struct conn *c)
-{
-    const struct conn *d = c->relay;
-
-    return c->expect == 0 && c->rlen == c->roff && !c->paused && d->state == CONN_OPEN &&
-           !d->wr_shut && !d->close_requested && d->pending == 0 && !d->plugin->notify.sent &&
-           c->lp->relay_pipe[0] >= 0;
-}
-
-/* Whether bytes arriving `got` at a time are worth splicing. */
-static bool conn_splice_worth(const struct conn *c, size_t got)
-{
-    return got >= CONN_SPLICE_MIN || got >= c->lim.max_size;
-}
-
-/* Bytes of c's went into the pipe on their way to d and cannot be
- * delivered: both streams would have a gap, so both connections are
- * reset, and the pipe is emptied for the next splice. */
-static void conn_splice_broken(struct conn *c, struct conn *d, const char *why)
-{
-    struct loop *lp = c->lp;
-    char sink[4096];
-    ssize_t n;
-    int left = 0;
-
-    do
-        n = read(lp->relay_pipe[0], sink, sizeof(sink));
-    while (n > 0 || (n < 0 && errno == EINTR));
-    if (ioctl(lp->relay_pipe[0], FIONREAD, &left) < 0 || left > 0) {
-        /* Never splice another pair's bytes after these: a new pipe (or
-         * none, and every relay copies). */
-        log_err("relay: the pipe cannot be emptied: making a new one");
-        close(lp->relay_pipe[0]);
-        close(lp->relay_pipe[1]);
-        if (relay_pipe_open(lp) < 0)
-            log_err("relay: no new pipe: relayed bytes are copied");
-    }
-    conn_abort(d, why);
-    conn_abort(c, why);
-}
-
-/* Errors of a splice that a read would give too: the connection's own. */
-static bool conn_splice_socket_error(int err)
-{
-    switch (err) {
-    case ECONNRESET:
-    case ECONNABORTED:
-    case ECONNREFUSED:
-    case EPIPE:
-    case ENOTCONN:
-    case ETIMEDOUT:
-    case EHOSTUNREACH:
-    case ENETUNREACH:
-    case ENETDOWN:
-    case EHOSTDOWN:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* splice(2) itself fails on c (a seccomp filter, a socket that cannot
- * splice, no memory): the pair is copied from now on, as if not relayed. */
-static void conn_splice_refused(struct conn *c, const char *dir, int err)
-{
-    log_warn("conn %" PRIu64 ": relay: splice %s: %s; copying instead", c->id, dir,
-             strerror(err));
-    conn_unrelay(c);
-}
-
-/* What the peer did not take at once: read back out of the pipe (which
- * must be empty when this callback ends) and delivered to received() as
- * if read, whose write queues it behind the spliced bytes. */
-static void conn_splice_rest(struct conn *c, struct conn *d, size_t left)
-{
-    int rfd = c->lp->relay_pipe[0];
-    size_t got = 0;
-
-    if (c->rcap < left) {
-        uint8_t *nb = realloc(c->rbuf, left);
-        if (!nb) {
-            conn_splice_broken(c, d, "relay: out of memory");
-            return;
-        }
-        c->rbuf = nb;
-        c->rcap = (uint32_t)left;
-    }
-    while (got < left) {
-        ssize_t n = read(rfd, c->rbuf + got, left - got);
-        if (n > 0)
-            got += (size_t)n;
-        else if (!(n < 0 && errno == EINTR))
-            break;
-    }
-    if (got < left) { /* cannot happen: the bytes are in the pipe */
-        log_err("conn %" PRIu64 ": relay: %zu bytes stuck in the pipe", c->id, left - got);
-        conn_splice_broken(c, d, "relay: pipe read failed");
-        return;
-    }
-    c->roff = 0; /* it was empty (conn_can_splice) */
-    c->rlen = (uint32_t)got;
-    conn_deliver(c);
-}
-
-/* Move up to max_size bytes from c's socket to its relay peer's through
- * the loop's pipe: no copy through user space. EOF and errors are c's, as
- * from a read; a peer that cannot take everything gets the rest through
- * conn_splice_rest, and its errors show on that write. */
-static void conn_splice(struct conn *c)
-{
-    struct loop *lp = c->lp;
-    struct conn *d = c->relay;
-    size_t len = c->lim.max_size < lp->relay_pipe_cap ? c->lim.max_size : lp->relay_pipe_cap;
-    ssize_t n, m;
-    size_t out = 0;
-
-    do
-        n = splice(conn_fd(c), NULL, lp->relay_pipe[1], NULL, len,
-                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && errno != EAGAIN) {
-        if (conn_splice_socket_error(errno))
-            conn_fail(c, "read", -errno); /* libuv's codes are -errno */
-        else
-            conn_splice_refused(c, "in", errno);
-        return;
-    }
-    /* Nothing moved though epoll said readable: TCP's splice stops at an
-     * urgent byte (returning EAGAIN, or 0 once a FIN is queued behind it),
-     * where recv(2) skips it. So the next bytes are read, which also sees a
-     * real EOF. Little moved: reading is cheaper for what follows too.
-     * Splicing resumes after a read that brings enough. */
-    c->read_next = n <= 0 || !conn_splice_worth(c, (size_t)n);
-    if (n <= 0)
-        return;
-    c->bytes_in += (uint64_t)n;
-    c->last_active_ms = uv_now(&lp->uv);
-    conn_turn(c);
-    c->turn_bytes += (uint32_t)n;
-    while (out < (size_t)n) {
-        m = splice(lp->relay_pipe[0], NULL, conn_fd(d), NULL, (size_t)n - out,
-                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (m > 0) {
-            out += (size_t)m;
-        } else if (!(m < 0 && errno == EINTR)) {
-            /* Full (EAGAIN) or the socket failing: the write of the rest
-             * queues it, or fails d. Anything else is splice's own. */
-            if (m < 0 && errno != EAGAIN && !conn_splice_socket_error(errno))
-                conn_splice_refused(c, "out", errno);
-            break;
-        }
-    }
-    if (out > 0) {
-        d->bytes_out += out;
-        d->last_active_ms = c->last_active_ms;
-        lp->spliced_bytes += out;
-    }
-    if (out < (size_t)n)
-        conn_splice_rest(c, d, (size_t)n - out);
 }
 
 int conn_fd(const struct conn *c)
@@ -1026,7 +779,7 @@ static void conn_finish(struct conn *c, bool reset)
         connector_cancel(c->cx);
         c->cx = NULL;
     }
-    conn_unrelay(c);
+    relay_end(c);
     if (reset) {
         /* SO_LINGER 0 makes close(2) send a RST and drop queued bytes; set by
          * hand because uv_tcp_close_reset refuses after a uv_shutdown. */
@@ -1101,7 +854,7 @@ int conn_close(struct conn *c, const char *reason)
     /* Buffered input is dropped by the next alloc_cb, not here: this may
      * run inside received(), while conn_deliver still walks the buffer. */
     c->state = CONN_CLOSING;
-    conn_unrelay(c); /* nothing more is delivered from it or written to it */
+    relay_end(c); /* nothing more is delivered from it or written to it */
     c->close_left = SIZE_MAX;
     c->deadline = uv_now(&c->lp->uv) + c->lp->cfg->close_timeout_ms;
     loop_watch_closing(c->lp, c);

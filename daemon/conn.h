@@ -131,10 +131,13 @@ int conn_abort(struct conn *c, const char *reason);
 /* "connecting", "open", "closing" or "closed". */
 const char *conn_state_name(const struct conn *c);
 int conn_set_notify(struct conn *c, struct plugin *p);
-/* Relay a and b both ways (see connd_host.relay); b NULL ends a's relay.
- * Returns 0, -EINVAL, -ENOTCONN, -EPERM, -EBUSY, or pipe2(2)'s -errno. */
-int conn_relay(struct conn *a, struct conn *b);
 int conn_fd(const struct conn *c);
+
+/* For relay.c: start a turn's counters if the loop has moved on; hand
+ * buffered bytes to the plugin; end the connection on a socket error. */
+void conn_turn(struct conn *c);
+void conn_deliver(struct conn *c);
+void conn_fail(struct conn *c, const char *what, int err);
 
 /* Loop hooks. */
 void conn_resume(struct conn *c);                      /* from the resume idle */

@@ -24,6 +24,7 @@
 #include "listener.h"
 #include "log.h"
 #include "loop.h"
+#include "relay.h"
 
 struct ptimer {
     uv_timer_t t;
@@ -601,7 +602,7 @@ static int h_relay(struct connd_conn *a, struct connd_conn *b)
 {
     if (!a)
         return -EINVAL;
-    return conn_relay(conn_of(a), b ? conn_of(b) : NULL);
+    return relay_set(conn_of(a), b ? conn_of(b) : NULL);
 }
 
 static const char *h_plugin_name(const struct connd_plugin *p)
