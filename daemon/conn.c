@@ -256,33 +256,43 @@ void conn_fail(struct conn *c, const char *what, int err)
     conn_finish(c, false);
 }
 
+/* The end of every read callback, with the connection in a settled state:
+ * a long poll phase lets control requests in between reads
+ * (control_lane_tick). */
+static inline void conn_read_done(struct conn *c)
+{
+    if (c->lp->ctl && uv_hrtime() >= c->lp->lane_due_ns)
+        control_lane_tick(c->lp->ctl);
+}
+
 static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
 
     if (nread == 0)
         return;
-    if (nread == UV_ENOBUFS && c->splicing) {
-        c->splicing = false; /* see conn_alloc_cb */
-        relay_splice(c);
-        conn_io_update(c);
-        goto lane;
-    }
     if (nread < 0) {
-        if (nread == UV_ENOBUFS && c->yielding)
-            c->yielding = false; /* a yield (see conn_alloc_cb), not a failure */
-        else if (nread == UV_EOF)
+        /* An empty buffer from conn_alloc_cb: a splice or a yield. */
+        if (nread == UV_ENOBUFS && c->splicing) {
+            c->splicing = false;
+            relay_splice(c);
+            conn_io_update(c);
+            conn_read_done(c);
+        } else if (nread == UV_ENOBUFS && c->yielding) {
+            c->yielding = false; /* not a failure */
+        } else if (nread == UV_EOF) {
             conn_on_eof(c);
-        else
+        } else {
             conn_fail(c, nread == UV_ENOBUFS ? "read buffer" : "read", (int)nread);
+        }
         return;
     }
     c->bytes_in += (uint64_t)nread;
     c->last_active_ms = uv_now(&c->lp->uv);
-    if (c->relay)
-        relay_read(c, (size_t)nread);
     if (c->state != CONN_OPEN)
         return; /* closing: the peer's bytes are read only to see its EOF */
+    if (c->relay)
+        relay_read(c, (size_t)nread);
     conn_turn(c);
     if ((size_t)nread == buf->len && c->next_size < c->lim.max_size) {
         c->next_size *= 2;
@@ -294,11 +304,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_deliver(c);
     /* After max_size bytes in one turn, the next alloc_cb yields. */
     conn_io_update(c);
-lane:
-    /* Last, with the connection in a settled state: a long poll phase lets
-     * control requests in between reads (control_lane_tick). */
-    if (c->lp->ctl && uv_hrtime() >= c->lp->lane_due_ns)
-        control_lane_tick(c->lp->ctl);
+    conn_read_done(c);
 }
 
 /* Make reading and the peer-close watch match the connection's state.

@@ -21,6 +21,7 @@
 #include "listener.h"
 #include "log.h"
 #include "plugin.h"
+#include "relay.h"
 
 #define LOOP_SWEEP_MS 20
 #define LOOP_RDHUP_BATCH 64
@@ -399,9 +400,7 @@ void loop_close(struct loop *lp)
     }
     if (lp->rdhup_fd >= 0)
         close(lp->rdhup_fd);
-    for (int i = 0; i < 2; i++)
-        if (lp->relay_pipe[i] >= 0)
-            close(lp->relay_pipe[i]);
+    relay_pipe_close(lp);
     idmap_free(&lp->by_id);
     config_free(lp->cfg);
     lp->cfg = NULL;

@@ -31,11 +31,6 @@
 #include "loop.h"
 #include "plugin.h"
 
-/* A relayed connection splices while its reads (or splices) bring at least
- * this much (or max_size): below it, the two splices and the pipe cost
- * more than the copies they save. */
-#define RELAY_SPLICE_MIN 8192
-
 /* Make the loop's relay pipe. Returns 0 or a negative errno. */
 static int relay_pipe_open(struct loop *lp)
 {
@@ -49,6 +44,14 @@ static int relay_pipe_open(struct loop *lp)
     lp->relay_pipe_cap = cap > 0 ? (size_t)cap : 4096; /* one page at least */
     lp->relay_pipe_denied = 0;
     return 0;
+}
+
+void relay_pipe_close(struct loop *lp)
+{
+    for (int i = 0; i < 2; i++)
+        if (lp->relay_pipe[i] >= 0)
+            close(lp->relay_pipe[i]);
+    lp->relay_pipe[0] = lp->relay_pipe[1] = -1;
 }
 
 void relay_end(struct conn *c)
@@ -112,19 +115,13 @@ int relay_set(struct conn *a, struct conn *b)
  * c's waits for the plugin (so c's bytes keep their order), nothing waits
  * to go out on d (so d's do), d takes writes, and no sent() of d's plugin
  * would be bypassed. Otherwise the bytes go to received() as usual. */
-static bool relay_can_splice(const struct conn *c)
+bool relay_can_splice(const struct conn *c)
 {
     const struct conn *d = c->relay;
 
     return c->expect == 0 && c->rlen == c->roff && !c->paused && d->state == CONN_OPEN &&
            !d->wr_shut && !d->close_requested && d->pending == 0 && !d->plugin->notify.sent &&
            c->lp->relay_pipe[0] >= 0;
-}
-
-/* Whether bytes arriving `got` at a time are worth splicing. */
-static bool relay_worth(const struct conn *c, size_t got)
-{
-    return got >= RELAY_SPLICE_MIN || got >= c->lim.max_size;
 }
 
 /* Bytes of c's went into the pipe on their way to d and cannot be
@@ -144,8 +141,7 @@ static void relay_broken(struct conn *c, struct conn *d, const char *why)
         /* Never splice another pair's bytes after these: a new pipe (or
          * none, and every relay copies). */
         log_err("relay: the pipe cannot be emptied: making a new one");
-        close(lp->relay_pipe[0]);
-        close(lp->relay_pipe[1]);
+        relay_pipe_close(lp);
         if (relay_pipe_open(lp) < 0)
             log_err("relay: no new pipe: relayed bytes are copied");
     }
@@ -271,14 +267,4 @@ void relay_splice(struct conn *c)
     }
     if (out < (size_t)n)
         relay_rest(c, d, (size_t)n - out);
-}
-
-bool relay_may_splice(const struct conn *c)
-{
-    return !c->read_next && relay_can_splice(c);
-}
-
-void relay_read(struct conn *c, size_t got)
-{
-    c->read_next = !relay_worth(c, got);
 }

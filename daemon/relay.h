@@ -15,11 +15,37 @@
 int relay_set(struct conn *a, struct conn *b);
 /* End c's relay, on both sides; nothing when c is not relayed. */
 void relay_end(struct conn *c);
+/* A relayed connection splices while its reads (or splices) bring at least
+ * this much (or max_size): below it, the two splices and the pipe cost
+ * more than the copies they save. */
+#define RELAY_SPLICE_MIN 8192
+
+/* Whether bytes arriving `got` at a time are worth splicing. */
+static inline bool relay_worth(const struct conn *c, size_t got)
+{
+    return got >= RELAY_SPLICE_MIN || got >= c->lim.max_size;
+}
+
+/* Whether c's next bytes may go straight to its partner with their place
+ * kept (relay.c). */
+bool relay_can_splice(const struct conn *c);
+
 /* conn_alloc_cb, for a relayed c: whether its next bytes are spliced. */
-bool relay_may_splice(const struct conn *c);
+static inline bool relay_may_splice(const struct conn *c)
+{
+    return !c->read_next && relay_can_splice(c);
+}
+
 /* conn_read_cb, for a relayed c that relay_may_splice() let splice. */
 void relay_splice(struct conn *c);
+
 /* conn_read_cb, for a relayed c that read `got` bytes: splice next? */
-void relay_read(struct conn *c, size_t got);
+static inline void relay_read(struct conn *c, size_t got)
+{
+    c->read_next = !relay_worth(c, got);
+}
+
+/* Close the loop's pipe, if any (loop_close). */
+void relay_pipe_close(struct loop *lp);
 
 #endif
