@@ -807,6 +807,55 @@ json_t *ctl_callf(int fd, const char *fmt, ...)
     return reply;
 }
 
+json_t *ctl_result_on(int fd, const char *method, const char *params)
+{
+    json_t *reply, *result;
+
+    reply =
+        ctl_callf(fd, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"%s\",\"params\":%s}",
+                  method, params ? params : "{}");
+    ck_assert_msg(reply, "%s: no reply", method);
+    result = json_object_get(reply, "result");
+    ck_assert_msg(result, "%s %s: %s", method, params ? params : "",
+                  json_dumps(reply, JSON_COMPACT));
+    json_incref(result);
+    json_decref(reply);
+    return result;
+}
+
+/* The integer at key of method(params)'s result on a control connection
+ * of its own; null is 0. */
+static long long ctl_int_of(const struct daemon *d, const char *method, const char *params,
+                            const char *key)
+{
+    int fd = ctl_connect(d);
+    json_t *res, *v;
+    long long n;
+
+    ck_assert_msg(fd >= 0, "control socket %s: %s", d->ctl_path, strerror(errno));
+    res = ctl_result_on(fd, method, params);
+    close(fd);
+    v = json_object_get(res, key);
+    ck_assert_msg(json_is_integer(v) || json_is_null(v), "%s %s: no integer %s in %s", method,
+                  params, key, json_dumps(res, JSON_COMPACT));
+    n = json_is_integer(v) ? (long long)json_integer_value(v) : 0;
+    json_decref(res);
+    return n;
+}
+
+long long ctl_relay_of(const struct daemon *d, long long id)
+{
+    char params[48];
+
+    snprintf(params, sizeof(params), "{\"id\":%lld}", id);
+    return ctl_int_of(d, "conn.show", params, "relay");
+}
+
+long long ctl_spliced_bytes(const struct daemon *d)
+{
+    return ctl_int_of(d, "status", "{}", "spliced_bytes");
+}
+
 int ctl_flood_unread(int fd, size_t max_bytes, int timeout_ms, size_t *sent)
 {
     static const char req[] =

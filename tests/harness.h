@@ -96,6 +96,15 @@ char *ctl_read_line(int fd, int timeout_ms);
 struct json_t *ctl_call(int fd, const char *request);
 /* As ctl_call, built from a printf format. */
 struct json_t *ctl_callf(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The result of method(params) on control connection fd (params NULL:
+ * {}); a missing reply or an error reply fails the test. The caller
+ * json_decref()s it. */
+struct json_t *ctl_result_on(int fd, const char *method, const char *params);
+/* relay(): conn.show's "relay" of connection id on d (the partner's id, 0
+ * for null), and status.spliced_bytes; each on a control connection of
+ * its own. */
+long long ctl_relay_of(const struct daemon *d, long long id);
+long long ctl_spliced_bytes(const struct daemon *d);
 
 /* What ctl_flood_status() saw. */
 struct ctl_flood {

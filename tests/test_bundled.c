@@ -356,24 +356,6 @@ static void assert_closed(int fd, int timeout_ms, bool allow_reset,
 
 /* ---- control socket ----------------------------------------------------- */
 
-/* The result of method(params) on the control connection fd; asserts
- * success. */
-static json_t *ctl_result_on(int fd, const char *method, const char *params)
-{
-    json_t *reply, *result;
-
-    reply =
-        ctl_callf(fd, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"%s\",\"params\":%s}",
-                  method, params ? params : "{}");
-    ck_assert_msg(reply, "%s: no reply", method);
-    result = json_object_get(reply, "result");
-    ck_assert_msg(result, "%s %s: %s", method, params ? params : "",
-                  json_dumps(reply, JSON_COMPACT));
-    json_incref(result);
-    json_decref(reply);
-    return result;
-}
-
 /* As ctl_result_on, on a control connection of its own to d. */
 static json_t *ctl_result(struct daemon *d, const char *method, const char *params)
 {
@@ -482,28 +464,6 @@ static void proxy_pair_ids(json_int_t *client_id, json_int_t *upstream_id)
     json_decref(list);
 }
 
-/* conn.show's "relay" of id: the partner's id, or 0 for null. */
-static json_int_t relay_of(json_int_t id)
-{
-    json_t *show = conn_show(&D, id), *r = json_object_get(show, "relay");
-    json_int_t v;
-
-    ck_assert_msg(json_is_null(r) || json_is_integer(r), "conn.show without relay: %s",
-                  json_dumps(show, JSON_COMPACT));
-    v = json_is_integer(r) ? json_integer_value(r) : 0;
-    json_decref(show);
-    return v;
-}
-
-static json_int_t spliced_bytes(void)
-{
-    json_t *st = ctl_result(&D, "status", "{}");
-    json_int_t v = json_int_at(st, "spliced_bytes", NULL);
-
-    json_decref(st);
-    return v;
-}
-
 START_TEST(test_proxy_relays_64mib_each_way_intact_through_echo)
 {
     int port = start_proxy(start_echo_upstream(), "");
@@ -516,8 +476,8 @@ START_TEST(test_proxy_relays_64mib_each_way_intact_through_echo)
     io_peer_init(&p, "client", client(port), NULL, 0, NULL, 0);
     wait_upstream_connected();
     proxy_pair_ids(&cid, &uid);
-    ck_assert_int_eq(relay_of(cid), proxy_copies ? 0 : uid);
-    ck_assert_int_eq(relay_of(uid), proxy_copies ? 0 : cid);
+    ck_assert_int_eq(ctl_relay_of(&D, cid), proxy_copies ? 0 : uid);
+    ck_assert_int_eq(ctl_relay_of(&D, uid), proxy_copies ? 0 : cid);
 
     /* Send and receive at once: 64 MiB out through proxy -> echo, the same
      * 64 MiB back through echo -> proxy. */
@@ -525,7 +485,7 @@ START_TEST(test_proxy_relays_64mib_each_way_intact_through_echo)
     io_peer_init(&p, "client", p.fd, data, FLOOD_BYTES, data, FLOOD_BYTES);
     io_pump(&p, 1, UNDER_ASAN ? 60000 : 30000, NULL);
     io_peer_assert_ok(&p);
-    spliced = spliced_bytes();
+    spliced = ctl_spliced_bytes(&D);
     fprintf(stderr, "proxy (%s): 64 MiB each way in %llu ms, %lld bytes spliced\n",
             proxy_copies ? "copy" : "relay", (unsigned long long)(now_ms() - t0),
             (long long)spliced);

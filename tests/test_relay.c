@@ -182,22 +182,6 @@ static unsigned long long log_value(const char *needle, const char *key)
 
 /* ---- control socket ------------------------------------------------------ */
 
-/* The result of method(params) on control connection fd; asserts success. */
-static json_t *ctl_result_on(int fd, const char *method, const char *params)
-{
-    json_t *reply, *result;
-
-    reply =
-        ctl_callf(fd, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"%s\",\"params\":%s}",
-                  method, params);
-    ck_assert_msg(reply, "%s: no reply", method);
-    result = json_object_get(reply, "result");
-    ck_assert_msg(result, "%s %s: %s", method, params, json_dumps(reply, JSON_COMPACT));
-    json_incref(result);
-    json_decref(reply);
-    return result;
-}
-
 /* As ctl_result_on, on a control connection of its own, params printf'd. */
 __attribute__((format(printf, 2, 3))) static json_t *ctl_result(const char *method,
                                                                 const char *fmt, ...)
@@ -214,20 +198,6 @@ __attribute__((format(printf, 2, 3))) static json_t *ctl_result(const char *meth
     result = ctl_result_on(fd, method, params);
     close(fd);
     return result;
-}
-
-/* conn.show's "relay" of connection id: the partner's id, or 0 for null. */
-static json_int_t relay_of(json_int_t id)
-{
-    json_t *show = ctl_result("conn.show", "{\"id\":%lld}", (long long)id);
-    json_t *r = json_object_get(show, "relay");
-    json_int_t partner;
-
-    ck_assert_msg(json_is_integer(r) || json_is_null(r), "conn.show %lld: relay is %s",
-                  (long long)id, json_dumps(show, JSON_COMPACT));
-    partner = json_is_integer(r) ? json_integer_value(r) : 0;
-    json_decref(show);
-    return partner;
 }
 
 /* Whether conn.show of id lists mute reason `reason`; *throttled (if not
@@ -247,20 +217,6 @@ static bool muted_for(json_int_t id, const char *reason, bool *throttled)
         *throttled = json_is_true(json_object_get(show, "throttled"));
     json_decref(show);
     return found;
-}
-
-/* status.spliced_bytes. */
-static json_int_t spliced_bytes(void)
-{
-    json_t *st = ctl_result("status", "{}");
-    json_t *v = json_object_get(st, "spliced_bytes");
-    json_int_t n;
-
-    ck_assert_msg(json_is_integer(v), "status has no spliced_bytes: %s",
-                  json_dumps(st, JSON_COMPACT));
-    n = json_integer_value(v);
-    json_decref(st);
-    return n;
 }
 
 /* ---- clients and pairs ---------------------------------------------------- */
@@ -333,7 +289,7 @@ static void pair_up(const char *listener, struct pair *p)
 /* conn.show of each end names the other as its relay. */
 static void assert_relayed(const struct pair *p)
 {
-    json_int_t ra = relay_of(p->ida), rb = relay_of(p->idb);
+    json_int_t ra = ctl_relay_of(&D, p->ida), rb = ctl_relay_of(&D, p->idb);
 
     ck_assert_msg(ra == p->idb && rb == p->ida,
                   "conn.show relay: %lld -> %lld, %lld -> %lld (want %lld <-> %lld)",
@@ -382,7 +338,7 @@ START_TEST(test_relay_moves_16mib_each_way_at_once_intact_and_splices)
     io_pump(ps, 2, BIG_TIMEOUT_MS, NULL);
     io_peer_assert_ok(&ps[0]);
     io_peer_assert_ok(&ps[1]);
-    spliced = spliced_bytes();
+    spliced = ctl_spliced_bytes(&D);
     fprintf(stderr, "relay: 16 MiB each way in %llu ms, %lld bytes spliced\n",
             (unsigned long long)(now_ms() - t0), (long long)spliced);
     ck_assert_msg(spliced > 0, "status.spliced_bytes is 0: nothing was spliced");
@@ -435,7 +391,7 @@ START_TEST(test_relay_copies_small_messages_and_splices_a_burst)
     pair_up("r", &p);
     for (int i = 0; i < 100; i++)
         pass(p.a, p.b, small);
-    after_small = spliced_bytes();
+    after_small = ctl_spliced_bytes(&D);
     /* At most the first one: a splice that moves little turns it off. */
     ck_assert_msg(after_small <= (json_int_t)strlen(small),
                   "%lld bytes of %zu-byte messages were spliced", (long long)after_small,
@@ -445,7 +401,7 @@ START_TEST(test_relay_copies_small_messages_and_splices_a_burst)
     io_pump(ps, 2, 10000, NULL);
     io_peer_assert_ok(&ps[0]);
     io_peer_assert_ok(&ps[1]);
-    after_burst = spliced_bytes();
+    after_burst = ctl_spliced_bytes(&D);
     fprintf(stderr, "relay: 100 small messages, then 1 MiB: %lld then %lld spliced\n",
             (long long)after_small, (long long)after_burst);
     ck_assert_msg(after_burst - after_small >= (json_int_t)MiB / 2,
@@ -569,7 +525,7 @@ static void reset_mid_stream(bool reset_the_sender)
     ps[1].keep_cap = n + 1;
     while (ps[1].got < 4 * MiB && !ps[0].err && !ps[1].err)
         io_pump(ps, 2, 20, NULL);
-    ck_assert_msg(spliced_bytes() > 0, "nothing spliced before the reset");
+    ck_assert_msg(ctl_spliced_bytes(&D) > 0, "nothing spliced before the reset");
     if (reset_the_sender) {
         tcp_close_reset(p.a);
         k = ps[1].got + read_until_end(p.b, got + ps[1].got, n + 1 - ps[1].got, 5000, &how);
@@ -632,8 +588,8 @@ START_TEST(test_relay_without_a_pipe_copies_and_warns_once)
     assert_pair_line(&q, " rc=-24 ");
     pass(q.a, q.b, "copied, not spliced");
     pass(q.b, q.a, "and back");
-    ck_assert_int_eq(spliced_bytes(), 0);
-    ck_assert_int_eq(relay_of(q.ida), 0);
+    ck_assert_int_eq(ctl_spliced_bytes(&D), 0);
+    ck_assert_int_eq(ctl_relay_of(&D, q.ida), 0);
     ck_assert_msg(daemon_count_log(&D, "relayed bytes are copied (logged once)") == 1,
                   "want the pipe failure logged once:\n%s", log_tail());
     close(q.a);
@@ -657,8 +613,8 @@ START_TEST(test_relay_ends_when_either_starts_a_graceful_close)
     ck_assert_str_eq(json_string_value(json_object_get(st, "state")), "closing");
     json_decref(st);
     /* B waits for its peer's EOF (the test never sends it). */
-    ck_assert_int_eq(relay_of(p.ida), 0);
-    ck_assert_int_eq(relay_of(p.idb), 0);
+    ck_assert_int_eq(ctl_relay_of(&D, p.ida), 0);
+    ck_assert_int_eq(ctl_relay_of(&D, p.idb), 0);
     close(p.a);
     close(p.b);
     stop_clean();
@@ -709,8 +665,8 @@ START_TEST(test_relay_refuses_self_busy_and_closed_and_set_notify_ends_it)
                    (long long)p2.ida);
     ck_assert_str_eq(json_string_value(json_object_get(r, "plugin")), "echo");
     json_decref(r);
-    ck_assert_int_eq(relay_of(p2.ida), 0);
-    ck_assert_int_eq(relay_of(p2.idb), 0);
+    ck_assert_int_eq(ctl_relay_of(&D, p2.ida), 0);
+    ck_assert_int_eq(ctl_relay_of(&D, p2.idb), 0);
     /* relaypair keeps B2's partner pointer: B2 goes to echo too (see
      * relaypair.c), and then each end hears only itself. */
     json_decref(ctl_result("conn.set_notify", "{\"id\":%lld,\"plugin\":\"echo\"}",
@@ -768,7 +724,7 @@ START_TEST(test_relay_bounds_memory_and_loses_nothing_with_a_slow_reader)
     io_peer_assert_ok(&ps[0]);
     io_peer_assert_ok(&ps[1]);
     fprintf(stderr, "relay slow reader: stalled at %zu bytes, %lld spliced\n", stalled_at,
-            (long long)spliced_bytes());
+            (long long)ctl_spliced_bytes(&D));
     fprintf(stderr, "relay slow reader: daemon RSS %ld -> peak %ld KiB\n", w.base_kb,
             w.peak_kb);
     ck_assert_msg(w.peak_kb <= w.base_kb + RSS_SLACK_KB,
@@ -963,8 +919,8 @@ START_TEST(test_relay_keeps_control_writes_whole_and_in_place)
     for (int i = 0; i < MARKS; i++)
         fprintf(stderr, " %zu", at[i]);
     fprintf(stderr, " (of %zu); %lld spliced\n", (size_t)ORDER_BYTES,
-            (long long)spliced_bytes());
-    ck_assert_msg(spliced_bytes() > 0, "nothing was spliced: the marks met no relay");
+            (long long)ctl_spliced_bytes(&D));
+    ck_assert_msg(ctl_spliced_bytes(&D) > 0, "nothing was spliced: the marks met no relay");
     ck_assert_msg(at[0] < ORDER_BYTES / 2,
                   "the first mark landed at %zu: too late to test its place", at[0]);
     close(p.a);
@@ -995,7 +951,7 @@ START_TEST(test_relay_never_splices_past_a_sent_hook)
     io_pump(ps, 2, BIG_TIMEOUT_MS, NULL);
     io_peer_assert_ok(&ps[0]);
     io_peer_assert_ok(&ps[1]);
-    ck_assert_int_eq(spliced_bytes(), 0);
+    ck_assert_int_eq(ctl_spliced_bytes(&D), 0);
 
     /* Every byte went through received() and sent(). */
     close(p.a);
